@@ -1,0 +1,227 @@
+"""Restore images with tk_r_em's pretrained networks, whole or in blended tiles.
+
+The networks ship as TensorFlow SavedModels inside the ``tk_r_em`` package. Its
+own loader needs Keras 2, so they are loaded with ``tf.saved_model.load`` and
+called through their ``serving_default`` signature (float32 NHWC, 1 channel,
+even sizes), which gives the same output without Keras.
+
+The networks normalise their input themselves: output is in the input's
+intensity units, and no scaling is applied here.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from remflow.networks import NETWORKS
+
+log = logging.getLogger(__name__)
+
+#: Images with at most this many pixels go through the network in one piece.
+DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
+DEFAULT_TILE_PX = 512
+#: Pixels at a tile's interior edge that are only context (their output is dropped),
+#: and the width over which neighbouring tiles cross-fade. The networks see far:
+#: 48 px from a tile edge the output still differs by ~1% of the range.
+DEFAULT_CONTEXT_PX = 64
+DEFAULT_BLEND_PX = 32
+#: Tile offsets are multiples of this, matching the networks' down-sampling grid.
+TILE_ALIGN_PX = 32
+DEFAULT_TILE_BATCH = 4
+
+
+def network_dir(name: str) -> Path:
+    """Folder of the SavedModel of one of tk_r_em's networks."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network '{name}'; expected one of {', '.join(NETWORKS)}")
+    return Path(str(importlib.resources.files("tk_r_em").joinpath("models", name)))
+
+
+def configure_devices() -> str:
+    """Let TensorFlow grow GPU memory as needed; return the device that will run."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: growth can no longer be set
+            pass
+    return f"GPU ({len(gpus)} visible)" if gpus else "CPU"
+
+
+def plan_axis(length: int, max_tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
+    """(start, size) of the fewest tiles of about ``max_tile`` px covering ``length`` with >= ``overlap`` px overlap.
+
+    Starts are multiples of ``align`` so that every tile sees the same
+    down-sampling grid as the whole image does; the last tile ends at the image
+    edge (it may be up to ``align`` px longer), so no padding is invented.
+    """
+    if length <= max_tile + align:
+        return [(0, length)]
+    count = math.ceil((length - overlap) / (max_tile - overlap))
+    while True:
+        size = _ceil_to(math.ceil((length + (count - 1) * overlap) / count), align)
+        last_start = (length - size) // align * align
+        step = last_start // (count - 1) // align * align
+        starts = [i * step for i in range(count - 1)] + [last_start]
+        sizes = [size] * (count - 1) + [length - last_start]
+        if all(a + sa - b >= overlap for a, sa, b in zip(starts, sizes, starts[1:])):
+            return list(zip(starts, sizes))
+        count += 1
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def blend_weights(size: int, start: int, length: int, context: int, blend: int) -> np.ndarray:
+    """1D weight of one tile: 0 over ``context`` px at interior edges, a sin² ramp over ``blend`` px, then 1.
+
+    Pixels near a tile edge see the network's zero padding instead of the image,
+    so they get no weight; at the image border the tile edge is the image edge.
+    """
+    weights = np.ones(size, dtype=np.float64)
+    ramp = np.concatenate([np.zeros(context), np.sin(0.5 * np.pi * (np.arange(blend) + 0.5) / blend) ** 2])
+    if start > 0:
+        weights[:ramp.size] = ramp
+    if start + size < length:
+        weights[size - ramp.size:] = np.minimum(weights[size - ramp.size:], ramp[::-1])
+    return weights
+
+
+class Restorer:
+    """One loaded network, applied to images of any size with bounded memory."""
+
+    def __init__(self, network: str, *, max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+                 tile_px: int = DEFAULT_TILE_PX, context_px: int = DEFAULT_CONTEXT_PX,
+                 blend_px: int = DEFAULT_BLEND_PX, tile_batch: int = DEFAULT_TILE_BATCH) -> None:
+        import tensorflow as tf
+
+        if tile_px % TILE_ALIGN_PX or tile_px < 2 * (2 * context_px + blend_px):
+            raise ValueError(f"tile_px ({tile_px}) must be a multiple of {TILE_ALIGN_PX} "
+                             f"and at least twice the overlap ({2 * context_px + blend_px})")
+        self.network = network
+        self.device = configure_devices()
+        self._model = tf.saved_model.load(str(network_dir(network)))  # keep a reference: the functions need it
+        self._core = _normalised_core(self._model.signatures["serving_default"])
+        self.max_whole_pixels = max_whole_pixels
+        self.tile_px = tile_px
+        self.context_px = context_px
+        self.blend_px = blend_px
+        self.tile_batch = tile_batch
+
+    def infer(self, batch: np.ndarray, mean: float, std: float) -> np.ndarray:
+        """Run the network on a float32 batch (N, H, W), even H and W, normalised with ``mean`` and ``std``."""
+        import tensorflow as tf
+
+        count = batch.shape[0]
+        result = self._core(tf.constant(batch[..., np.newaxis], dtype=tf.float32),
+                            tf.fill([count, 1, 1, 1], np.float32(mean)), tf.fill([count, 1, 1, 1], np.float32(std)))
+        return result.numpy()[..., 0]
+
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        """Restore a 2D image; whole when small enough, else in blended tiles."""
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise ValueError(f"expected a 2D image, got shape {image.shape}")
+        if image.size <= self.max_whole_pixels:
+            return self.restore_whole(image)
+        return self.restore_tiled(image)
+
+    def restore_whole(self, image: np.ndarray) -> np.ndarray:
+        """Whole-image inference; odd sizes are padded by reflection, then cropped."""
+        rows, cols = image.shape
+        padded = np.pad(image, ((0, rows % 2), (0, cols % 2)), mode="reflect")
+        return self.infer(padded[np.newaxis], *normalisation(image))[0, :rows, :cols]
+
+    def restore_tiled(self, image: np.ndarray) -> np.ndarray:
+        """Overlapping tiles with smooth blending: memory bounded by the tile batch, not the image."""
+        rows, cols = image.shape
+        mean, std = normalisation(image)  # the whole image's, so that every tile is treated alike
+        padded = np.pad(image, ((0, rows % 2), (0, cols % 2)), mode="reflect")  # as restore_whole does
+        height, width = padded.shape
+        overlap = 2 * self.context_px + self.blend_px
+        tiles = [(r, h, c, w) for r, h in plan_axis(height, self.tile_px, overlap, TILE_ALIGN_PX)
+                 for c, w in plan_axis(width, self.tile_px, overlap, TILE_ALIGN_PX)]
+        total = np.zeros(padded.shape, dtype=np.float64)
+        weight_sum = np.zeros(padded.shape, dtype=np.float64)
+        log.info("restoring %dx%d px in %d tiles of about %d px with %s on %s", rows, cols, len(tiles),
+                 self.tile_px, self.network, self.device)
+        done = 0
+        for chunk in _batches_of_equal_shape(tiles, self.tile_batch):
+            batch = np.stack([padded[r:r + h, c:c + w] for r, h, c, w in chunk])
+            for (r, h, c, w), out in zip(chunk, self.infer(batch, mean, std)):
+                weights = np.outer(blend_weights(h, r, height, self.context_px, self.blend_px),
+                                   blend_weights(w, c, width, self.context_px, self.blend_px))
+                total[r:r + h, c:c + w] += out * weights
+                weight_sum[r:r + h, c:c + w] += weights
+            done += len(chunk)
+            log.info("tiles %d/%d done", done, len(tiles))
+        return (total / weight_sum)[:rows, :cols].astype(np.float32)
+
+
+def normalisation(image: np.ndarray) -> tuple[float, float]:
+    """The networks' own input normalisation: mean and max(std, 0.1) over the image."""
+    values = np.asarray(image, dtype=np.float64)
+    return float(values.mean()), max(float(values.std()), _STD_FLOOR)
+
+
+def _normalised_core(signature: Any) -> Any:
+    """The network with its input normalisation exposed as arguments.
+
+    Each network standardises its input by the input's own mean and standard
+    deviation (floored at 0.1) and undoes that on the output. Tiles must share the
+    whole image's statistics to match whole-image inference, so the SavedModel's
+    graph is re-imported with those two tensors fed from outside.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.function_def_to_graph import function_def_to_graph
+
+    outer = signature.graph
+    call = next(op for op in outer.get_operations() if op.type == "StatefulPartitionedCall")
+    function_name = call.get_attr("f").name
+    function_def = next(fn for fn in outer.as_graph_def().library.function if fn.signature.name == function_name)
+    arg_names = [arg.name for arg in function_def.signature.input_arg]
+    node_names = {node.name for node in function_def.node_def}
+    missing = {_MEAN_NODE, _STD_NODE} - node_names
+    if missing:
+        raise RuntimeError(f"network graph lacks the normalisation nodes {sorted(missing)}; remflow does not know it")
+    # Variables are captured by the outer graph; map each function argument to its variable handle.
+    external_by_internal = {internal.name: external for external, internal in outer.captures}
+    variable_handles = [external_by_internal[tensor.name] for tensor in call.inputs[1:]]
+    graph_def = function_def_to_graph(function_def).as_graph_def()
+    output_name = next(iter(function_def.ret.values())).split(":")[0] + ":0"
+
+    def core(images: Any, mean: Any, std: Any) -> Any:
+        graph = tf.compat.v1.get_default_graph()
+        input_map = {f"{arg_names[0]}:0": images, f"{_MEAN_NODE}:0": mean, f"{_STD_NODE}:0": std}
+        input_map.update({f"{name}:0": graph.capture(handle) for name, handle in zip(arg_names[1:], variable_handles)})
+        (output,) = tf.graph_util.import_graph_def(graph_def, input_map=input_map, return_elements=[output_name], name="net")
+        return output
+
+    spec = [tf.TensorSpec([None, None, None, 1], tf.float32), tf.TensorSpec([None, 1, 1, 1], tf.float32),
+            tf.TensorSpec([None, 1, 1, 1], tf.float32)]
+    return tf.compat.v1.wrap_function(core, spec)
+
+
+_MEAN_NODE = "gen_/gen_r_em_pp/moments/mean"
+_STD_NODE = "gen_/gen_r_em_pp/Maximum"
+_STD_FLOOR = 0.1
+
+
+def _batches_of_equal_shape(tiles: list[tuple[int, int, int, int]], size: int) -> Iterator[list[tuple[int, int, int, int]]]:
+    """Group tiles (row, height, col, width) by shape, in batches of at most ``size``."""
+    by_shape: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+    for tile in tiles:
+        by_shape.setdefault((tile[1], tile[3]), []).append(tile)
+    for group in by_shape.values():
+        for start in range(0, len(group), size):
+            yield group[start:start + size]
