@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,7 +42,20 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
 
 def write_json(target: str | os.PathLike[str], payload: Any) -> None:
     """Write ``payload`` as stable, human-readable JSON, atomically."""
-    write_text(target, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False, default=_plain) + "\n")
+    write_text(target, json.dumps(_finite(payload), indent=2, sort_keys=True, allow_nan=False, default=_plain) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return _finite(value.item())
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -10,7 +10,7 @@ inside an installed Python package as ``package://<package>/<path inside it>``;
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -85,11 +85,11 @@ def resolve_path(path: str, base_dir: str | Path = ".") -> Path:
     file_part, _ = split_dataset(path)
     if file_part.startswith(PACKAGE_SCHEME):
         package, _, inner = file_part[len(PACKAGE_SCHEME):].partition("/")
-        try:
-            root = importlib.resources.files(package)
-        except ModuleNotFoundError as err:
-            raise RejectedInput(f"package '{package}' named in '{path}' is not installed") from err
-        return Path(str(root.joinpath(inner)))
+        # find_spec locates the package without importing it (tk_r_em would import TensorFlow).
+        spec = importlib.util.find_spec(package) if package.isidentifier() else None
+        if spec is None or not spec.submodule_search_locations:
+            raise RejectedInput(f"package '{package}' named in '{path}' is not installed")
+        return Path(next(iter(spec.submodule_search_locations))) / inner
     resolved = Path(file_part)
     return resolved if resolved.is_absolute() else Path(base_dir) / resolved
 
@@ -264,7 +264,8 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
     if not finite.all():
         raise RejectedInput(f"{int((~finite).sum())} pixels are NaN or infinite")
     if float(data.max()) == float(data.min()):
-        raise RejectedInput(f"constant image (every pixel is {float(data.min()):g}): nothing to restore")
+        # Kept, as vendors' placeholder images are valid files; fitting will find no lattice.
+        notes.append(f"constant image (every pixel is {float(data.min()):g})")
 
     image = image.deepcopy()
     image.data = data
@@ -285,3 +286,49 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
         source = "none: the file has no length calibration"
     return RawImage(signal=image, pixel_size_x_pm=size_x, pixel_size_y_pm=size_y,
                     calibration_source=source, notes=notes)
+
+
+def read_sample_image(row: dict[str, Any], *, min_size_px: int = MIN_IMAGE_PX) -> RawImage:
+    """Read the image a sample-sheet row points at (its path, dataset, frame and pixel size)."""
+    path = resolve_path(row["path"], row.get("base_dir") or ".")
+    _, dataset = split_dataset(row["path"])
+    frame = row.get("frame")
+    return read_image(path, dataset=dataset, frame=None if frame is None else int(frame),
+                      pixel_size_pm=row.get("pixel_size_pm"), min_size_px=min_size_px)
+
+
+def inspect_sample(row: dict[str, Any], *, min_size_px: int = MIN_IMAGE_PX,
+                   hr_max_pixel_pm: float = 100.0) -> dict[str, Any]:
+    """Everything the pipeline decides about one sample, as a JSON-ready dict.
+
+    ``status`` is ``ok`` or ``rejected: <one-line reason>``; a rejected sample
+    still gets a record, so one bad file never blocks the rest of a dataset.
+    """
+    from remflow.networks import UndecidableNetwork, choose_network
+
+    sample = row["sample"]
+    record: dict[str, Any] = {"sample": sample, "path": row["path"], "frame": row.get("frame"),
+                              "status": "ok", "sha256": None, "shape": None, "pixel_size_pm": None,
+                              "pixel_size_x_pm": None, "pixel_size_y_pm": None, "modality": None,
+                              "resolution": None, "network": None}
+    try:
+        path = resolve_path(row["path"], row.get("base_dir") or ".")
+        record["resolved_path"] = str(path)
+        if path.is_file():
+            record["sha256"] = sha256_of(path)
+        image = read_sample_image(row, min_size_px=min_size_px)
+        record.update(shape=list(image.shape), pixel_size_pm=image.pixel_size_pm,
+                      pixel_size_x_pm=image.pixel_size_x_pm, pixel_size_y_pm=image.pixel_size_y_pm,
+                      calibration_source=image.calibration_source, notes=image.notes,
+                      dtype=str(image.signal.data.dtype))
+        choice = choose_network(sample=sample, modality=row["modality"], resolution=row["resolution"],
+                                metadata=image.signal.metadata.as_dictionary(),
+                                pixel_size_pm=image.pixel_size_pm, hr_max_pixel_pm=hr_max_pixel_pm)
+        record.update(modality=choice.modality, modality_reason=choice.modality_reason,
+                      resolution=choice.resolution, resolution_reason=choice.resolution_reason,
+                      network=choice.network)
+    except UndecidableNetwork as err:
+        record["status"] = f"rejected: {err}"
+    except RejectedInput as err:
+        record["status"] = f"rejected: sample '{sample}' ({row['path']}): {err}"
+    return record

@@ -11,9 +11,10 @@ intensity units, and no scaling is applied here.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import logging
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,16 @@ import numpy as np
 from remflow.networks import NETWORKS
 
 log = logging.getLogger(__name__)
+# TensorFlow's C++ start-up chatter would bury the rule logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Images with at most this many pixels go through the network in one piece.
 DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
-DEFAULT_TILE_PX = 512
+DEFAULT_TILE_PX = 1024
 #: Pixels at a tile's interior edge that are only context (their output is dropped),
 #: and the width over which neighbouring tiles cross-fade. The networks see far:
-#: 48 px from a tile edge the output still differs by ~1% of the range.
-DEFAULT_CONTEXT_PX = 64
+#: 64 px from a tile edge the output still differs by up to 4% of the range, 96 px by 1%.
+DEFAULT_CONTEXT_PX = 96
 DEFAULT_BLEND_PX = 32
 #: Tile offsets are multiples of this, matching the networks' down-sampling grid.
 TILE_ALIGN_PX = 32
@@ -41,7 +44,10 @@ def network_dir(name: str) -> Path:
     """Folder of the SavedModel of one of tk_r_em's networks."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network '{name}'; expected one of {', '.join(NETWORKS)}")
-    return Path(str(importlib.resources.files("tk_r_em").joinpath("models", name)))
+    spec = importlib.util.find_spec("tk_r_em")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the tk_r_em package is not installed: pip install tk_r_em")
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / name
 
 
 def configure_devices() -> str:
@@ -70,9 +76,8 @@ def plan_axis(length: int, max_tile: int, overlap: int, align: int) -> list[tupl
     while True:
         size = _ceil_to(math.ceil((length + (count - 1) * overlap) / count), align)
         last_start = (length - size) // align * align
-        step = last_start // (count - 1) // align * align
-        starts = [i * step for i in range(count - 1)] + [last_start]
-        sizes = [size] * (count - 1) + [length - last_start]
+        starts = sorted({round(i * last_start / (count - 1) / align) * align for i in range(count)})
+        sizes = [size] * (len(starts) - 1) + [length - last_start]
         if all(a + sa - b >= overlap for a, sa, b in zip(starts, sizes, starts[1:])):
             return list(zip(starts, sizes))
         count += 1
@@ -105,9 +110,10 @@ class Restorer:
                  blend_px: int = DEFAULT_BLEND_PX, tile_batch: int = DEFAULT_TILE_BATCH) -> None:
         import tensorflow as tf
 
-        if tile_px % TILE_ALIGN_PX or tile_px < 2 * (2 * context_px + blend_px):
+        overlap = 2 * context_px + blend_px
+        if tile_px % TILE_ALIGN_PX or tile_px < overlap + TILE_ALIGN_PX:
             raise ValueError(f"tile_px ({tile_px}) must be a multiple of {TILE_ALIGN_PX} "
-                             f"and at least twice the overlap ({2 * context_px + blend_px})")
+                             f"and at least the overlap 2*context_px+blend_px ({overlap}) + {TILE_ALIGN_PX}")
         self.network = network
         self.device = configure_devices()
         self._model = tf.saved_model.load(str(network_dir(network)))  # keep a reference: the functions need it

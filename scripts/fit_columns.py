@@ -1,0 +1,32 @@
+"""Rule fit_columns: atom columns found on the restored image, refined on raw and restored."""
+
+import json
+
+import hyperspy.api as hs
+import pandas as pd
+
+from remflow.atomic import atomic_path, write_json
+from remflow.columns import fit_columns
+from remflow.runlog import provenance, setup_logging
+
+log = setup_logging(snakemake.log[0])
+settings = snakemake.params.settings
+row = snakemake.params.row
+raw = hs.load(snakemake.input.raw, lazy=False).data
+restored = hs.load(snakemake.input.restored, lazy=False).data
+truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
+separation = row.get("separation_px") or settings["separation_px"]
+second = row.get("second_sublattice")
+result = fit_columns(raw, restored, separation_px=separation,
+                     second_sublattice=settings["second_sublattice"] if second is None else bool(second),
+                     refine=settings["refine"], min_columns=settings["min_columns"], truth=truth)
+log.info("%s: %d columns, status %s, separation %.3f px", row["sample"], len(result.table), result.status,
+         result.separation_px if result.separation_px else float("nan"))
+with atomic_path(snakemake.output.columns) as tmp:
+    result.table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+with open(snakemake.input.info) as handle:
+    sha256 = json.load(handle)["sha256"]
+write_json(snakemake.output.info, {
+    "sample": row["sample"], "status": result.status, "n_columns": int(len(result.table)),
+    "separation_px": result.separation_px, "image_shape": list(raw.shape),
+    "provenance": provenance({"fit": settings}, input_sha256=sha256)})

@@ -1,0 +1,47 @@
+"""Rule precision: lattice and truth precision of raw and restored fits, the gain and its verdict."""
+
+import json
+
+import hyperspy.api as hs
+import numpy as np
+import pandas as pd
+
+from remflow.atomic import write_json
+from remflow.ingest import read_sample_image
+from remflow.precision import precision_summary
+from remflow.runlog import provenance, setup_logging
+
+log = setup_logging(snakemake.log[0])
+settings = snakemake.params.settings
+row = snakemake.params.row
+with open(snakemake.input.info) as handle:
+    info = json.load(handle)
+with open(snakemake.input.fit) as handle:
+    fit = json.load(handle)
+table = pd.read_csv(snakemake.input.columns)
+truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
+record = {"sample": info["sample"], "network": info["network"], "pixel_size_pm": info["pixel_size_pm"],
+          "n_columns": fit["n_columns"], "status": fit["status"]}
+if fit["status"] == "ok":
+    pixel = info["pixel_size_pm"]
+    if pixel is not None and info["pixel_size_x_pm"] != info["pixel_size_y_pm"]:
+        pixel = (info["pixel_size_x_pm"], info["pixel_size_y_pm"])
+    figures = precision_summary(table, image_shape=tuple(fit["image_shape"]), separation_px=fit["separation_px"],
+                                pixel_size_pm=pixel, truth=truth, seed=settings["seed"],
+                                n_boot=settings["n_bootstrap"])
+    figures.pop("status", None)
+    record.update(figures)
+if snakemake.input.reference:
+    # Simulated samples carry their noise-free image: how close does each get to it?
+    reference = read_sample_image({**row, "path": row["reference"]}, min_size_px=1).signal.data
+    raw = hs.load(snakemake.input.raw, lazy=False).data
+    restored = hs.load(snakemake.input.restored, lazy=False).data
+    if reference.shape == raw.shape:
+        record["mse_raw_vs_reference"] = float(np.mean((raw.astype(np.float64) - reference) ** 2))
+        record["mse_restored_vs_reference"] = float(np.mean((restored.astype(np.float64) - reference) ** 2))
+        record["mse_reduction"] = record["mse_raw_vs_reference"] / max(record["mse_restored_vs_reference"], 1e-300)
+    else:
+        log.warning("reference shape %s differs from image shape %s; no MSE", reference.shape, raw.shape)
+record["provenance"] = provenance({"precision": settings}, input_sha256=info["sha256"])
+log.info("%s: %s", info["sample"], {k: v for k, v in record.items() if k != "provenance"})
+write_json(snakemake.output[0], record)

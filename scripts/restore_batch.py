@@ -1,0 +1,45 @@
+"""Rule restore_batch: restore a batch of images with one loaded network."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import hyperspy.api as hs
+
+from remflow.atomic import write_json
+from remflow.restore import Restorer
+from remflow.runlog import provenance, setup_logging
+
+log = setup_logging(snakemake.log[0])
+settings = snakemake.params.settings
+networks = set()
+for path in snakemake.input.infos:
+    with open(path) as handle:
+        networks.add(json.load(handle)["network"])
+if len(networks) != 1:
+    raise SystemExit(f"a restoration batch must share one network, got {sorted(networks)}")
+network = networks.pop()
+restorer = Restorer(network, max_whole_pixels=settings["max_whole_pixels"], tile_px=settings["tile_px"],
+                    context_px=settings["context_px"], blend_px=settings["blend_px"],
+                    tile_batch=settings["tile_batch"])
+log.info("network %s on %s", network, restorer.device)
+
+# Build the batch in a scratch folder and rename it: the output is complete or absent.
+final = Path(snakemake.output[0])
+scratch = final.with_name(final.name + ".partial")
+shutil.rmtree(scratch, ignore_errors=True)
+scratch.mkdir(parents=True)
+for sample, image_path in zip(snakemake.params.samples, snakemake.input.images):
+    raw = hs.load(image_path, lazy=False)
+    restored = raw.deepcopy()
+    restored.data = restorer.restore(raw.data)
+    restored.metadata.General.title = f"{raw.metadata.General.title} (restored with {network})".strip()
+    restored.metadata.set_item("Processing.remflow.restore", {"network": network, "device": restorer.device})
+    restored.save(scratch / f"{sample}.hspy")
+    write_json(scratch / f"{sample}.json", {
+        "sample": sample, "network": network, "device": restorer.device,
+        "mode": "whole" if raw.data.size <= settings["max_whole_pixels"] else "tiled",
+        "shape": list(raw.data.shape), "provenance": provenance({"restore": settings})})
+    log.info("restored %s %s", sample, raw.data.shape)
+os.replace(scratch, final)

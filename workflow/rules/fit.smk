@@ -1,0 +1,62 @@
+rule fit_columns:
+    """Find atom columns once on the restored image, refine them on raw and restored."""
+    input:
+        raw="results/ingest/{sample}.hspy",
+        restored="results/restored/{sample}.hspy",
+        info="results/ingest/{sample}.json",
+        truth=lambda wc: existing_inputs(wc.sample).get("truth", []),
+    output:
+        columns="results/columns/{sample}.csv",
+        info="results/columns/{sample}.json",
+    params:
+        row=lambda wc: sample_row(wc.sample).to_dict(),
+        settings=config["fit"],
+    threads: 2
+    log:
+        "logs/fit_columns/{sample}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/fit_columns.py"
+
+
+rule precision:
+    """Lattice and truth precision of raw and restored fits, gain and verdict."""
+    input:
+        columns="results/columns/{sample}.csv",
+        fit="results/columns/{sample}.json",
+        info="results/ingest/{sample}.json",
+        raw="results/ingest/{sample}.hspy",
+        restored="results/restored/{sample}.hspy",
+        truth=lambda wc: existing_inputs(wc.sample).get("truth", []),
+        reference=lambda wc: existing_inputs(wc.sample).get("reference", []),
+    output:
+        "results/precision/{sample}.json",
+    params:
+        row=lambda wc: sample_row(wc.sample).to_dict(),
+        settings=config["precision"],
+    log:
+        "logs/precision/{sample}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/precision.py"
+
+
+rule summary:
+    """One row per sample: precision figures, or why the sample was rejected."""
+    input:
+        summary_inputs,
+    output:
+        report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Dataset",
+        ),
+    log:
+        "logs/summary.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/summary.py"

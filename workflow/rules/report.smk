@@ -1,0 +1,63 @@
+rule figure:
+    """Raw | restored | difference with fitted columns, displacements and residuals."""
+    input:
+        raw="results/ingest/{sample}.hspy",
+        restored="results/restored/{sample}.hspy",
+        columns="results/columns/{sample}.csv",
+        precision="results/precision/{sample}.json",
+        info="results/ingest/{sample}.json",
+    output:
+        report(
+            "results/figures/{sample}.png",
+            caption="../report/sample_figure.rst",
+            category="Samples",
+            labels={"sample": "{sample}", "figure": "raw vs restored"},
+        ),
+    log:
+        "logs/figure/{sample}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/plot_sample.py"
+
+
+rule plot_gain:
+    """Precision gain per sample with its confidence interval and verdict."""
+    input:
+        summary="results/summary.csv",
+    output:
+        report(
+            "results/figures/precision_gain.png",
+            caption="../report/precision_gain.rst",
+            category="Dataset",
+        ),
+    params:
+        kind="gain",
+    log:
+        "logs/plot_gain.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/plot_dataset.py"
+
+
+rule plot_precision_vs_dose:
+    """Benchmark: raw and restored truth RMSE against dose, with the Cramér-Rao bound."""
+    input:
+        table="results/benchmark/precision_vs_dose.csv",
+    output:
+        report(
+            "results/figures/precision_vs_dose.png",
+            caption="../report/precision_vs_dose.rst",
+            category="Benchmark",
+        ),
+    params:
+        kind="dose",
+    log:
+        "logs/plot_precision_vs_dose.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/plot_dataset.py"

@@ -1,0 +1,34 @@
+rule restore_batch:
+    """Restore a batch of images that share a network, loading it once (one GPU job)."""
+    input:
+        images=lambda wc: [f"results/ingest/{s}.hspy" for s in batch_members(wc.batch)],
+        infos=lambda wc: [f"results/ingest/{s}.json" for s in batch_members(wc.batch)],
+    output:
+        directory("results/restored/batches/{batch}"),
+    params:
+        samples=lambda wc: batch_members(wc.batch),
+        settings=config["restore"],
+    resources:
+        mem_mb=restore_mem_mb,
+    log:
+        "logs/restore_batch/{batch}.log",
+    conda:
+        "../../envs/restore.yaml"
+    script:
+        "../../scripts/restore_batch.py"
+
+
+rule restore:
+    """Give each restored image its per-sample name (a hard link into the batch folder)."""
+    input:
+        batch=lambda wc: f"results/restored/batches/{batch_of(wc.sample)}",
+    output:
+        image="results/restored/{sample}.hspy",
+        info="results/restored/{sample}.json",
+    log:
+        "logs/restore/{sample}.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/link_restored.py"
