@@ -1,0 +1,196 @@
+"""Reliability: a dataset mixing good and bad files, read-only inputs, interrupted runs,
+reproducible numbers. Real Snakemake runs on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import INSTRUMENT_FILES, SNAKEFILE, SNAKEMAKE, make_small_config, run_snakemake
+
+pytestmark = [pytest.mark.workflow,
+              pytest.mark.skipif(not INSTRUMENT_FILES.is_dir(), reason="needs ../shared/data/instrument-files")]
+
+
+def lattice(shape: tuple[int, int], spacing: float = 9.0, sigma: float = 2.0, seed: int = 0) -> np.ndarray:
+    """A noisy square lattice of Gaussian columns (Poisson noise), for samples that must fit."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    image = np.zeros(shape)
+    for y in np.arange(spacing / 2, shape[0], spacing):
+        for x in np.arange(spacing / 2, shape[1], spacing):
+            image += np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))
+    return np.random.default_rng(seed).poisson(200 * image + 20).astype(np.float64)
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def build_mixed_dataset(raw: Path) -> list[dict[str, str]]:
+    """Good and bad files of every kind the issue lists; returns sample rows."""
+    import hyperspy.api as hs
+
+    raw.mkdir()
+    shutil.copy(INSTRUMENT_FILES / "test_STEM_image.dm3", raw / "good stem.dm3")
+    for name in ("test-EELS_spectrum.dm3", "test_fft_packed_complex8.dm4", "optical_Zeiss_AxioVision_RGB.tif",
+                 "test_diffraction_pattern.dm3"):
+        shutil.copy(INSTRUMENT_FILES / name, raw / name)
+    (raw / "empty.dm3").write_bytes(b"")
+    (raw / "truncated.dm3").write_bytes((INSTRUMENT_FILES / "test_STEM_image.dm3").read_bytes()[:4000])
+    (raw / "truncated.tif").write_bytes((INSTRUMENT_FILES / "FEI-Helios-Ebeam-16bits.tif").read_bytes()[:9000])
+    (raw / "notes.tif").write_text("not an image\n", encoding="utf-8")
+    hs.signals.Signal1D(np.random.default_rng(2).random((6, 7, 32))).save(raw / "spectrum_image.hspy")
+    nan_image = lattice((64, 64))
+    nan_image[5, 6] = np.inf
+    np.save(raw / "inf.npy", nan_image)
+    np.save(raw / "constant.npy", np.full((48, 48), 3.0))
+    np.save(raw / "negative.npy", lattice((72, 72), seed=3) - 500.0)
+    np.save(raw / "tiny.npy", lattice((12, 12)))
+    np.save(raw / "large tiled.npy", lattice((400, 360), seed=4).astype(np.float32))
+    np.save(raw / "odd int16.npy", lattice((63, 77), seed=5).astype(np.int16))
+    np.save(raw / "noise.npy", np.random.default_rng(6).poisson(50, (64, 64)).astype(np.uint16))
+    np.save(raw / "Gitter ü.npy", lattice((64, 80), seed=7))
+    stem = {"modality": "stem", "resolution": "hr"}
+    return [
+        {"sample": "good_dm3", "path": "raw/good stem.dm3", "modality": "auto", "resolution": "auto"},
+        {"sample": "missing", "path": "raw/missing.dm3", **stem},
+        {"sample": "empty", "path": "raw/empty.dm3", **stem},
+        {"sample": "truncated_dm3", "path": "raw/truncated.dm3", **stem},
+        {"sample": "truncated_tif", "path": "raw/truncated.tif", **stem},
+        {"sample": "text_tif", "path": "raw/notes.tif", **stem},
+        {"sample": "spectrum", "path": "raw/test-EELS_spectrum.dm3", **stem},
+        {"sample": "spectrum_image", "path": "raw/spectrum_image.hspy", **stem},
+        {"sample": "complex", "path": "raw/test_fft_packed_complex8.dm4", **stem},
+        {"sample": "rgb", "path": "raw/optical_Zeiss_AxioVision_RGB.tif", **stem},
+        {"sample": "diffraction", "path": "raw/test_diffraction_pattern.dm3", **stem},
+        {"sample": "inf_pixels", "path": "raw/inf.npy", **stem},
+        {"sample": "constant", "path": "raw/constant.npy", **stem},
+        {"sample": "negative", "path": "raw/negative.npy", **stem},
+        {"sample": "too_small", "path": "raw/tiny.npy", **stem},
+        {"sample": "large", "path": "raw/large tiled.npy", **stem},
+        {"sample": "odd_int16", "path": "raw/odd int16.npy", **stem},
+        {"sample": "no_lattice", "path": "raw/noise.npy", **stem},
+        {"sample": "non_ascii", "path": "raw/Gitter ü.npy", **stem},
+    ]
+
+
+EXPECTED_REJECTIONS = {
+    "missing": "file not found", "empty": "empty", "truncated_dm3": "unreadable or truncated",
+    "truncated_tif": "unreadable or truncated", "text_tif": "unreadable", "spectrum": "a spectrum, not an image",
+    "spectrum_image": "spectrum image", "complex": "complex data", "rgb": "colour", "diffraction": "reciprocal-space",
+    "inf_pixels": "NaN or infinite", "too_small": "too small to restore",
+}
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("mixed")
+    samples = build_mixed_dataset(workdir / "raw")
+    make_small_config(workdir, samples)
+    # Small tiles so that the 400x360 image is restored tiled.
+    with open(workdir / "config.yaml", "a", encoding="utf-8") as handle:
+        handle.write("  max_whole_pixels: 100000\n  tile_px: 256\n  context_px: 96\n  blend_px: 32\n")
+    before = hashes(workdir / "raw")
+    run_snakemake(workdir, "--cores", "2", "--keep-going")
+    assert hashes(workdir / "raw") == before, "the workflow changed its inputs"
+    return workdir
+
+
+def test_good_samples_finish_and_every_bad_one_is_listed_with_its_reason(mixed_run):
+    summary = pd.read_csv(mixed_run / "results" / "summary.csv").set_index("sample")
+    assert len(summary) == 19
+    for sample, words in EXPECTED_REJECTIONS.items():
+        status = summary.loc[sample, "status"]
+        assert status.startswith(f"rejected: sample '{sample}'"), (sample, status)
+        assert words in status, (sample, status)
+        assert "Traceback" not in status
+    for sample in ("good_dm3", "constant", "negative", "large", "odd_int16", "no_lattice", "non_ascii"):
+        assert not summary.loc[sample, "status"].startswith("rejected"), (sample, summary.loc[sample, "status"])
+        assert (mixed_run / "results" / "restored" / f"{sample}.hspy").is_file()
+    assert summary.loc["no_lattice", "status"].startswith("no lattice found")
+    assert summary.loc["constant", "status"].startswith("no lattice found")
+
+
+def test_uncalibrated_samples_have_px_figures_and_empty_pm_figures(mixed_run):
+    summary = pd.read_csv(mixed_run / "results" / "summary.csv").set_index("sample")
+    row = summary.loc["non_ascii"]
+    assert row["status"] == "ok", row["status"]
+    assert row["lattice_rms_raw_px"] > 0 and pd.isna(row["lattice_rms_raw_pm"])
+    assert pd.isna(row["pixel_size_pm"])
+
+
+def test_restored_images_keep_shape_for_odd_large_and_integer_inputs(mixed_run):
+    import hyperspy.api as hs
+
+    for sample, shape in (("odd_int16", (63, 77)), ("large", (400, 360)), ("negative", (72, 72))):
+        restored = hs.load(mixed_run / "results" / "restored" / f"{sample}.hspy")
+        assert restored.data.shape == shape and restored.data.dtype == np.float32
+        assert np.isfinite(restored.data).all()
+    negative = hs.load(mixed_run / "results" / "restored" / "negative.hspy").data
+    assert negative.mean() < 0  # intensity units kept, negative offset included
+
+
+def test_two_clean_runs_give_identical_tables(mixed_run, tmp_path):
+    copy = tmp_path / "again"
+    copy.mkdir()
+    shutil.copytree(mixed_run / "raw", copy / "raw")
+    shutil.copy(mixed_run / "samples.tsv", copy / "samples.tsv")
+    shutil.copy(mixed_run / "config.yaml", copy / "config.yaml")
+    run_snakemake(copy, "--cores", "2", "--keep-going")
+    first, second = mixed_run / "results", copy / "results"
+    assert (first / "summary.csv").read_bytes() == (second / "summary.csv").read_bytes()
+    tables = sorted(p.name for p in (first / "columns").glob("*.csv"))
+    assert tables and tables == sorted(p.name for p in (second / "columns").glob("*.csv"))
+    for name in tables:
+        assert (first / "columns" / name).read_bytes() == (second / "columns" / name).read_bytes(), name
+
+
+def test_a_run_killed_during_restoration_resumes_to_identical_results(tmp_path):
+    """SIGKILL the whole run while a restoration batch is being written, then resume."""
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    for workdir in (clean, killed):
+        workdir.mkdir()
+        raw = workdir / "raw"
+        raw.mkdir()
+        samples = []
+        for index in range(4):
+            np.save(raw / f"lattice{index}.npy", lattice((256, 256), seed=10 + index).astype(np.float32))
+            samples.append({"sample": f"s{index}", "path": f"raw/lattice{index}.npy", "modality": "stem",
+                            "resolution": "hr"})
+        make_small_config(workdir, samples)
+        config = workdir / "config.yaml"
+        config.write_text(config.read_text().replace("batch_size: 2", "batch_size: 4"))
+    run_snakemake(clean, "--cores", "2")
+
+    command = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(killed), "--configfile",
+               str(killed / "config.yaml"), "--cores", "2"]
+    process = subprocess.Popen(command, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    scratch = killed / "results" / "restored" / "batches" / "sfr_hrstem-0000.partial"
+    deadline = time.monotonic() + 600
+    while not (scratch.is_dir() and any(scratch.glob("*.hspy"))):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "restoration never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "results" / "restored" / "batches" / "sfr_hrstem-0000").exists()
+    assert not list((killed / "results" / "restored").glob("*.hspy")), "a restored image appeared before its batch"
+
+    inspected = {p: p.stat().st_mtime_ns for p in (killed / "results" / "ingest").glob("*.json")}
+    assert len(inspected) == 4
+    run_snakemake(killed, "--unlock")  # the killed run left its lock behind
+    run_snakemake(killed, "--cores", "2", "--rerun-incomplete")
+    assert {p: p.stat().st_mtime_ns for p in inspected} == inspected, "finished inspections were redone"
+    for name in ["summary.csv"] + [f"columns/s{i}.csv" for i in range(4)]:
+        assert (killed / "results" / name).read_bytes() == (clean / "results" / name).read_bytes(), name
