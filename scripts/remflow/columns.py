@@ -1,11 +1,31 @@
 """Atom-column positions on the raw and the restored image, fitted from the same start.
 
-Columns are found once, on the restored image (it is cleaner), and the same starting
-positions are refined independently on the raw and on the restored image: centre of
-mass, then a 2D Gaussian, as atomap does. Only then is the comparison fair.
+Columns are found once, with atomap's peak finder on the restored image (it is
+cleaner). The same starting positions are then refined independently on the raw and
+on the restored image, by atomap's centre of mass and then its 2D Gaussian
+(``percent_to_nn`` 0.4, atomap's default): the two images get the same columns, the same
+starts and the same fitting regions, so the comparison is fair.
 
-Coordinates: ``x`` is the column (horizontal) pixel index, ``y`` the row index, and
-pixel ``i`` is centred at ``i`` (atomap's and HyperSpy's convention).
+A second sublattice (``second_sublattice=True``, e.g. the B sites of a perovskite seen
+along [001]) follows atomap's two-sublattice recipe: zone axes are constructed on
+sublattice A (its restored fit), the B starts are the centres of A's unit cells
+(``Sublattice.get_middle_position_list`` along A's two shortest zone axes), each image's
+fitted A model is subtracted from it, and B is refined on what is left.
+
+Conventions:
+
+- ``x`` is the column (horizontal) pixel coordinate, ``y`` the row; pixel ``i`` is
+  centred at coordinate ``i`` (atomap's and HyperSpy's convention for uncalibrated
+  signals), so a column centred on the top-left pixel is at (0, 0).
+- ``separation_px`` is the distance between neighbouring columns of one sublattice (the
+  A-A distance of a perovskite), in pixels. atomap's peak finder is given
+  ``0.75 * separation_px`` as its minimum peak separation.
+- Each image is shifted to a minimum of 0 before refinement: atomap's Gaussian fit
+  subtracts its own local background, so this changes nothing there, but its centre
+  of mass needs non-negative weights.
+- A fit is ``fit_ok`` = False when atomap's Gaussian fit failed (it then falls back to
+  the centre of mass and sets the amplitude to 0), or the position is not finite,
+  outside the image, or more than half the separation from its start.
 """
 
 from __future__ import annotations
@@ -14,54 +34,61 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
-COLUMN_FIELDS = [
+from remflow.precision import lattice_fraction, match_nearest
+
+COLUMN_FIELDS: list[str] = [
     "column_id", "sublattice",
     "x_raw_px", "y_raw_px", "x_restored_px", "y_restored_px",
     "sigma_x_raw_px", "sigma_y_raw_px", "sigma_x_restored_px", "sigma_y_restored_px",
     "amplitude_raw", "amplitude_restored", "fit_ok_raw", "fit_ok_restored",
 ]
-TRUTH_FIELDS = ["x_true_px", "y_true_px"]
+TRUTH_FIELDS: list[str] = ["x_true_px", "y_true_px"]
 
-#: Mask radius of atomap's refinements, as a fraction of the nearest-neighbour distance.
+#: Mask radius of atomap's refinements, as a fraction of the nearest-neighbour distance (atomap's default).
 PERCENT_TO_NN = 0.4
-#: The autocorrelation of a lattice image has side peaks at least this high (of the
-#: zero-lag peak); noise and amorphous images stay well below.
+#: Side peaks of a lattice image's autocorrelation reach at least this (zero lag = 1);
+#: noise and amorphous images stay well below.
 MIN_LATTICE_CORRELATION = 0.2
-#: Starting separation for atomap's peak finder, as a fraction of the column spacing.
-SEPARATION_FRACTION = 0.75
+#: atomap's minimum peak separation as a fraction of the column spacing: small enough for
+#: every column, large enough to suppress a peak between two columns (skimage's window is square).
+PEAK_SEPARATION_FRACTION = 0.75
+#: At least this fraction of the found columns must have lattice neighbours where expected.
+MIN_LATTICE_FRACTION = 0.6
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RefinedColumns:
-    """Per-column results of one refinement, arrays of equal length."""
+    """Per-column results of one refinement, arrays of equal length (pixels)."""
 
     x: np.ndarray
     y: np.ndarray
     sigma_x: np.ndarray
     sigma_y: np.ndarray
-    amplitude: np.ndarray
-    ok: np.ndarray
+    amplitude: np.ndarray  # HyperSpy Gaussian2D "A" (volume above the local background); 0 = failed fit
+    ok: np.ndarray  # bool, see fit_ok
+    rotation: np.ndarray | None = None  # radians; None = 0 (used only to draw the model image)
 
 
 @dataclass
 class ColumnFit:
-    table: pd.DataFrame
-    status: str
-    separation_px: float | None
+    """Result of :func:`fit_columns`."""
+
+    table: pd.DataFrame  # one row per column, COLUMN_FIELDS (+ TRUTH_FIELDS when truth is given)
+    status: str  # "ok" or "no lattice found: <why>"
+    separation_px: float | None  # column spacing used (given or estimated); None if none found
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """atomap and HyperSpy print progress and warnings per column; keep the logs readable."""
+    """atomap and HyperSpy warn and print per column; keep logs readable (only inside this block)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         previous = logging.root.manager.disable
@@ -72,11 +99,24 @@ def _quiet() -> Iterator[None]:
             logging.disable(previous)
 
 
+def _atomap():
+    """atomap.api, imported quietly (its HyperSpy imports warn about deprecations).
+
+    Always ``atomap.api`` first: importing an atomap submodule alone hits a circular import.
+    """
+    with _quiet():
+        import atomap.api as am
+    return am
+
+
+# --------------------------------------------------------------------------- finding
+
+
 def _autocorrelation(image: np.ndarray) -> np.ndarray:
-    """Normalised, centred autocorrelation (zero lag = 1)."""
+    """Normalised, centred autocorrelation (zero lag = 1), zero-padded so it does not wrap around."""
     values = np.asarray(image, dtype=np.float64)
     values = values - values.mean()
-    power = np.abs(np.fft.fft2(values, s=[2 * n for n in values.shape])) ** 2  # zero-padded: no wrap-around
+    power = np.abs(np.fft.fft2(values, s=[2 * n for n in values.shape])) ** 2
     corr = np.fft.fftshift(np.real(np.fft.ifft2(power)))
     zero = corr[corr.shape[0] // 2, corr.shape[1] // 2]
     return corr / zero if zero > 0 else np.zeros_like(corr)
@@ -99,11 +139,15 @@ def lattice_peaks(image: np.ndarray, max_distance: float | None = None) -> list[
 
 
 def estimate_separation(image: np.ndarray, *, strongest_shell: bool = False) -> float | None:
-    """Nearest column spacing (px) from the autocorrelation; None when the image shows no lattice.
+    """Nearest column spacing (px) from the image's autocorrelation; None when it shows no lattice.
 
-    With ``strongest_shell`` the spacing of the strongest of the near peaks is given
-    instead: for a perovskite, the A-A spacing rather than the A-B one.
+    Precise to about a pixel (peaks at integer lags), which is all the peak finder and
+    the fitting masks need. With ``strongest_shell`` the spacing of the strongest of the
+    near peaks is given instead: for a perovskite the A-A rather than the A-B distance.
     """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 8 or np.ptp(image) == 0:
+        return None
     peaks = [(d, c) for d, c in lattice_peaks(image) if c >= MIN_LATTICE_CORRELATION]
     if not peaks:
         return None
@@ -114,161 +158,250 @@ def estimate_separation(image: np.ndarray, *, strongest_shell: bool = False) -> 
     return nearest
 
 
-def find_columns(image: np.ndarray, spacing_px: float) -> np.ndarray:
-    """Starting positions (N, 2) as (x, y), from atomap's peak finder."""
-    import atomap.api as am
+def _sorted_xy(xy: np.ndarray) -> np.ndarray:
+    """Stable order: by row, then column (rounded so float noise cannot reorder)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    return xy[np.lexsort((np.round(xy[:, 0], 6), np.round(xy[:, 1], 6)))]
+
+
+def _non_negative(image: np.ndarray) -> np.ndarray:
+    """The image shifted to a minimum of 0 (atomap's thresholds and centre of mass need it)."""
+    data = np.asarray(image, dtype=np.float64)
+    return data - data.min()
+
+
+def find_columns(image: np.ndarray, separation_px: float) -> np.ndarray:
+    """Starting positions (N, 2) as (x, y), from atomap's peak finder, sorted by y then x."""
+    am = _atomap()
     import hyperspy.api as hs
 
-    separation = max(2, int(round(SEPARATION_FRACTION * spacing_px)))
+    peak_separation = max(2, int(round(PEAK_SEPARATION_FRACTION * separation_px)))
+    data = _non_negative(image)  # the finder's threshold is relative to the maximum: needs a zero floor
     with _quiet():
-        positions = am.get_atom_positions(hs.signals.Signal2D(np.asarray(image, dtype=np.float64)), separation)
-    return np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+        positions = np.asarray(am.get_atom_positions(hs.signals.Signal2D(data), separation=peak_separation),
+                               dtype=np.float64).reshape(-1, 2)
+    # The peak finder also reports points of flat plateaus (e.g. padding around a
+    # rotated image); they are not columns.
+    radius = max(1, int(round(PERCENT_TO_NN * separation_px)))
+    keep = [np.ptp(data[max(0, int(y) - radius): int(y) + radius + 1, max(0, int(x) - radius): int(x) + radius + 1]) > 0
+            for x, y in positions]
+    return _sorted_xy(positions[np.asarray(keep, dtype=bool)] if len(positions) else positions)
 
 
-def refine_positions(image: np.ndarray, xy: np.ndarray, *, separation_px: float, method: str = "atomap") -> RefinedColumns:
-    """Centre of mass then 2D Gaussian refinement of the given starting positions.
-
-    ``method`` "atomap" is the reference (atomap's per-column HyperSpy fits);
-    "batched" fits all columns at once with the same model and region.
-    """
-    if method == "batched":
-        from remflow.fastfit import refine_positions_batched
-
-        return refine_positions_batched(image, xy, separation_px=separation_px, percent_to_nn=PERCENT_TO_NN)
-    if method != "atomap":
-        raise ValueError(f"unknown refinement method '{method}'; use 'atomap' or 'batched'")
-    import atomap.api as am
-
-    data = np.asarray(image, dtype=np.float64)
-    with _quiet():
-        sublattice = am.Sublattice(np.asarray(xy, dtype=np.float64), image=data)
-        sublattice.find_nearest_neighbors()
-        sublattice.refine_atom_positions_using_center_of_mass(percent_to_nn=PERCENT_TO_NN, show_progressbar=False)
-        sublattice.refine_atom_positions_using_2d_gaussian(percent_to_nn=PERCENT_TO_NN, show_progressbar=False)
-    atoms = sublattice.atom_list
-    x = np.array([a.pixel_x for a in atoms])
-    y = np.array([a.pixel_y for a in atoms])
-    amplitude = np.array([a.amplitude_gaussian for a in atoms], dtype=np.float64)
-    return RefinedColumns(x=x, y=y, sigma_x=np.array([a.sigma_x for a in atoms]),
-                          sigma_y=np.array([a.sigma_y for a in atoms]), amplitude=amplitude,
-                          ok=fit_ok(x, y, np.asarray(xy), amplitude, data.shape, separation_px))
+# --------------------------------------------------------------------------- refining
 
 
 def fit_ok(x: np.ndarray, y: np.ndarray, start: np.ndarray, amplitude: np.ndarray,
            shape: tuple[int, int], separation_px: float) -> np.ndarray:
-    """A fit failed when atomap fell back to centre of mass (amplitude 0), left the image,
-    or moved more than half the column spacing from its start."""
-    moved = np.hypot(x - start[:, 0], y - start[:, 1])
-    inside = (x >= 0) & (y >= 0) & (x <= shape[1] - 1) & (y <= shape[0] - 1)
-    return (amplitude != 0) & np.isfinite(x) & np.isfinite(y) & inside & (moved <= 0.5 * separation_px)
+    """False where atomap fell back to centre of mass (amplitude 0), or the position is not
+    finite, outside the image, or moved more than half the column spacing from its start."""
+    start = np.asarray(start, dtype=np.float64).reshape(-1, 2)
+    with np.errstate(invalid="ignore"):
+        moved = np.hypot(x - start[:, 0], y - start[:, 1])
+        inside = (x >= -0.5) & (y >= -0.5) & (x <= shape[1] - 0.5) & (y <= shape[0] - 0.5)
+        return (np.asarray(amplitude) != 0) & np.isfinite(x) & np.isfinite(y) & inside & (moved <= 0.5 * separation_px)
 
 
-def second_sublattice_starts(a_xy: np.ndarray, spacing_a: float) -> np.ndarray:
-    """Cell centres of sublattice A: midpoints of diagonal A-A pairs, merged (perovskite B sites)."""
-    tree = cKDTree(a_xy)
-    pairs = np.array(sorted(tree.query_pairs(1.65 * spacing_a)))
-    if pairs.size == 0:
-        return np.empty((0, 2))
-    lengths = np.linalg.norm(a_xy[pairs[:, 0]] - a_xy[pairs[:, 1]], axis=1)
-    diagonal = pairs[(lengths >= 1.2 * spacing_a)]
-    midpoints = 0.5 * (a_xy[diagonal[:, 0]] + a_xy[diagonal[:, 1]])
-    # Both diagonals of a cell give its centre: merge points closer than a quarter spacing.
-    merged: list[np.ndarray] = []
-    taken = np.zeros(len(midpoints), dtype=bool)
-    mid_tree = cKDTree(midpoints)
-    for index in np.lexsort((midpoints[:, 0], midpoints[:, 1])):
-        if taken[index]:
-            continue
-        group = mid_tree.query_ball_point(midpoints[index], 0.25 * spacing_a)
-        taken[group] = True
-        merged.append(midpoints[group].mean(axis=0))
-    return np.array(merged)
+def _atomap_sublattice(image: np.ndarray, xy: np.ndarray):
+    """An atomap Sublattice on ``image`` with its nearest neighbours found."""
+    sublattice = _atomap().Sublattice(np.asarray(xy, dtype=np.float64), image=image)
+    sublattice.find_nearest_neighbors(nearest_neighbors=min(9, len(xy) - 1))
+    return sublattice
 
 
-def _subtract_sublattice(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Image with sublattice A's fitted Gaussians removed (atomap's two-sublattice recipe)."""
-    import atomap.api as am
-    from atomap.tools import remove_atoms_from_image_using_2d_gaussian
+def _refine_each(atoms: list, starts: np.ndarray, refine_one: Callable[[object], None]) -> np.ndarray:
+    """Run one refinement step atom by atom (as atomap's Sublattice methods do); returns failures.
 
-    data = np.asarray(image, dtype=np.float64)
+    A step that raises or leaves a non-finite position (centre of mass of an all-zero
+    region, e.g. image padding) puts the atom back at its start and counts as failed,
+    so one bad column cannot break its neighbours' fitting regions or the whole image.
+    """
+    failed = np.zeros(len(atoms), dtype=bool)
+    for index, atom in enumerate(atoms):
+        try:
+            refine_one(atom)
+        except (ValueError, ArithmeticError, IndexError):
+            failed[index] = True
+        if failed[index] or not (np.isfinite(atom.pixel_x) and np.isfinite(atom.pixel_y)):
+            atom.pixel_x, atom.pixel_y = float(starts[index, 0]), float(starts[index, 1])
+            atom.amplitude_gaussian = 0.0
+            failed[index] = True
+    return failed
+
+
+def _refine_atomap(image: np.ndarray, xy: np.ndarray, *, separation_px: float) -> RefinedColumns:
+    """atomap's reference refinement: centre of mass, then one 2D Gaussian per column.
+
+    Same steps as ``Sublattice.refine_atom_positions_using_center_of_mass`` and
+    ``..._using_2d_gaussian`` (percent_to_nn 0.4 for both), looped here so a failing
+    column is marked instead of stopping the image.
+    """
+    data = _non_negative(image)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     with _quiet():
-        sublattice = am.Sublattice(xy, image=data)
-        sublattice.find_nearest_neighbors()
-        sublattice.refine_atom_positions_using_2d_gaussian(percent_to_nn=PERCENT_TO_NN, show_progressbar=False)
-        return remove_atoms_from_image_using_2d_gaussian(data, sublattice, percent_to_nn=PERCENT_TO_NN,
-                                                         show_progressbar=False)
+        atoms = _atomap_sublattice(data, xy).atom_list
+        failed = _refine_each(atoms, xy, lambda atom: atom.refine_position_using_center_of_mass(
+            data, percent_to_nn=PERCENT_TO_NN))
+        failed |= _refine_each(atoms, xy, lambda atom: atom.refine_position_using_2d_gaussian(
+            data, percent_to_nn=PERCENT_TO_NN))
+    x = np.array([a.pixel_x for a in atoms], dtype=np.float64)
+    y = np.array([a.pixel_y for a in atoms], dtype=np.float64)
+    amplitude = np.array([a.amplitude_gaussian for a in atoms], dtype=np.float64)
+    return RefinedColumns(
+        x=x, y=y, sigma_x=np.array([a.sigma_x for a in atoms], dtype=np.float64),
+        sigma_y=np.array([a.sigma_y for a in atoms], dtype=np.float64), amplitude=amplitude,
+        ok=fit_ok(x, y, xy, amplitude, data.shape, separation_px) & ~failed,
+        rotation=np.array([a.rotation for a in atoms], dtype=np.float64))
 
 
-def _sorted_starts(xy: np.ndarray) -> np.ndarray:
-    """Stable order: by row, then column (rounded so sub-pixel noise does not reorder)."""
-    if len(xy) == 0:
-        return xy.reshape(0, 2)
-    order = np.lexsort((np.round(xy[:, 0], 3), np.round(xy[:, 1], 3)))
-    return xy[order]
+def _refiner(method: str) -> Callable[..., RefinedColumns]:
+    """The refinement function of ``method``; "batched" lives in remflow.fastfit (same signature)."""
+    if method == "atomap":
+        return lambda image, xy, *, separation_px: _refine_atomap(image, xy, separation_px=separation_px)
+    if method == "batched":
+        from remflow import fastfit
+
+        return lambda image, xy, *, separation_px: fastfit.refine_positions(
+            image, xy, separation_px=separation_px, method="batched")
+    raise ValueError(f"unknown refinement method '{method}'; use 'atomap' or 'batched'")
 
 
-def _match_truth(xy: np.ndarray, truth: pd.DataFrame | None, spacing: float) -> np.ndarray:
-    """True position matched to each column: the nearest within half the spacing, else NaN."""
-    matched = np.full((len(xy), 2), np.nan)
-    if truth is None or len(truth) == 0 or len(xy) == 0:
-        return matched
-    true_xy = truth[["x_px", "y_px"]].to_numpy(dtype=np.float64)
-    distance, index = cKDTree(true_xy).query(xy, distance_upper_bound=0.5 * spacing)
-    found = np.isfinite(distance)
-    matched[found] = true_xy[index[found]]
-    return matched
+def refine_positions(image: np.ndarray, xy: np.ndarray, *, separation_px: float,
+                     method: str = "atomap") -> RefinedColumns:
+    """Refine starting positions ``xy`` (N, 2) = (x, y) on ``image``: centre of mass, then 2D Gaussian.
+
+    ``method`` "atomap" is the reference (atomap's per-column HyperSpy fits);
+    "batched" is remflow.fastfit's vectorised least squares. Others raise ValueError.
+    """
+    refine = _refiner(method)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(xy) < 2:
+        raise ValueError(f"{len(xy)} starting positions: need at least 2 (the fitting region is set by neighbours)")
+    return refine(np.asarray(image, dtype=np.float64), xy, separation_px=float(separation_px))
+
+
+# --------------------------------------------------------------------------- second sublattice
+
+
+def model_image(shape: tuple[int, int], refined: RefinedColumns) -> np.ndarray:
+    """The fitted Gaussians drawn on an empty image (atomap's model; failed fits have amplitude 0)."""
+    _atomap()
+    from atomap.atom_position import Atom_Position
+
+    good = refined.ok & np.isfinite(refined.amplitude)
+    xy = np.column_stack([refined.x[good], refined.y[good]])
+    if len(xy) < 2:
+        return np.zeros(shape)
+    rotation = np.zeros(len(refined.x)) if refined.rotation is None else refined.rotation
+    with _quiet():
+        sublattice = _atomap_sublattice(np.zeros(shape), xy)
+        sublattice.atom_list = [
+            Atom_Position(x, y, sigma_x=sx, sigma_y=sy, rotation=r, amplitude=amp)
+            for x, y, sx, sy, r, amp in zip(refined.x[good], refined.y[good], refined.sigma_x[good],
+                                            refined.sigma_y[good], rotation[good], refined.amplitude[good])]
+        return np.asarray(sublattice.get_model_image(show_progressbar=False).data, dtype=np.float64)
+
+
+def second_sublattice_starts(a_xy: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Centres of sublattice A's unit cells (perovskite B sites along [001]), atomap's way.
+
+    Zone axes are constructed on A; each start is the middle of four A columns, one step
+    along each of A's two shortest zone axes (``Sublattice.get_middle_position_list``).
+    """
+    with _quiet():
+        sublattice = _atomap_sublattice(np.asarray(image, dtype=np.float64), a_xy)
+        sublattice.construct_zone_axes()
+        zones = sublattice.zones_axis_average_distances
+        if zones is None or len(zones) < 2:
+            return np.empty((0, 2))
+        middles = sublattice.get_middle_position_list(zones[0], zones[1])
+    return _sorted_xy(np.asarray(middles, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _group_frame(name: str, start: np.ndarray, fits: dict[str, RefinedColumns]) -> pd.DataFrame:
+    """Rows of one sublattice, in the order of its (sorted) starts."""
+    frame = pd.DataFrame({"sublattice": [name] * len(start)})
+    for kind in ("raw", "restored"):
+        frame[f"x_{kind}_px"], frame[f"y_{kind}_px"] = fits[kind].x, fits[kind].y
+    for kind in ("raw", "restored"):
+        frame[f"sigma_x_{kind}_px"], frame[f"sigma_y_{kind}_px"] = fits[kind].sigma_x, fits[kind].sigma_y
+    for kind in ("raw", "restored"):
+        frame[f"amplitude_{kind}"] = fits[kind].amplitude
+    for kind in ("raw", "restored"):
+        frame[f"fit_ok_{kind}"] = np.asarray(fits[kind].ok, dtype=bool)
+    return frame
 
 
 def empty_table(with_truth: bool) -> pd.DataFrame:
+    """A table with the right columns and no rows."""
     return pd.DataFrame(columns=COLUMN_FIELDS + (TRUTH_FIELDS if with_truth else []))
+
+
+def _no_lattice(reason: str, with_truth: bool, separation_px: float | None) -> ColumnFit:
+    log.info("no lattice found: %s", reason)
+    return ColumnFit(empty_table(with_truth), f"no lattice found: {reason}", separation_px)
 
 
 def fit_columns(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | None = None,
                 second_sublattice: bool = False, refine: str = "atomap", min_columns: int = 20,
                 truth: pd.DataFrame | None = None) -> ColumnFit:
-    """Find columns on ``restored``, refine the same starts on ``raw`` and ``restored``."""
+    """Find columns on ``restored``, refine the same starts on ``raw`` and on ``restored``.
+
+    ``separation_px``: spacing of neighbouring columns of one sublattice (px); None =
+    estimated from the restored image. ``truth``: true positions (columns ``x_px``,
+    ``y_px``); each column's starting position is matched one to one to the nearest true
+    position within half the spacing (``x_true_px``, ``y_true_px``; NaN when none).
+    Images without a lattice give an empty table and status "no lattice found: ...".
+    Rows are sorted by sublattice, then y, then x of the starting position; column_id 0..n-1.
+    """
     raw = np.asarray(raw, dtype=np.float64)
     restored = np.asarray(restored, dtype=np.float64)
-    if raw.shape != restored.shape:
-        raise ValueError(f"raw {raw.shape} and restored {restored.shape} differ in shape")
+    if raw.shape != restored.shape or raw.ndim != 2:
+        raise ValueError(f"raw {raw.shape} and restored {restored.shape} must be 2D images of one shape")
+    if not (np.isfinite(raw).all() and np.isfinite(restored).all()):
+        raise ValueError("the images contain NaN or infinite pixels")
+    _refiner(refine)  # an unknown method fails before any work
     with_truth = truth is not None
+    given = float(separation_px) if separation_px else None
     if np.ptp(restored) == 0:
-        return ColumnFit(empty_table(with_truth), "no lattice found: the image is constant", separation_px)
-    # A lattice must show in the autocorrelation, whatever separation the user gives.
-    measured = estimate_separation(restored, strongest_shell=second_sublattice)
-    if measured is None:
-        return ColumnFit(empty_table(with_truth), "no lattice found: no periodic peaks in the image's autocorrelation",
-                         separation_px)
-    spacing = float(separation_px) if separation_px else measured
-    starts = _sorted_starts(find_columns(restored, spacing))
-    if len(starts) < min_columns:
-        return ColumnFit(empty_table(with_truth),
-                         f"no lattice found: {len(starts)} columns (need at least {min_columns})", spacing)
-    groups = [("A", starts, raw, restored)]
+        return _no_lattice("the restored image is constant", with_truth, given)
+    spacing = given or estimate_separation(restored, strongest_shell=second_sublattice)
+    if spacing is None:
+        return _no_lattice("no periodic peaks in the autocorrelation of the restored image", with_truth, None)
+    starts = find_columns(restored, spacing)
+    if len(starts) < max(min_columns, 4):
+        return _no_lattice(f"{len(starts)} columns (need at least {max(min_columns, 4)})", with_truth, spacing)
+    on_lattice = lattice_fraction(starts)
+    if on_lattice < MIN_LATTICE_FRACTION:
+        return _no_lattice(f"only {on_lattice:.0%} of {len(starts)} peaks sit on a 2D lattice "
+                           f"(need {MIN_LATTICE_FRACTION:.0%})", with_truth, spacing)
+    refine_a = _refiner(refine)
+    images = {"raw": raw, "restored": restored}
+    fits_a = {kind: refine_a(image, starts, separation_px=spacing) for kind, image in images.items()}
+    groups = [("A", starts, fits_a)]
     if second_sublattice:
-        b_starts = _sorted_starts(second_sublattice_starts(starts, spacing))
-        b_starts = b_starts[(b_starts[:, 0] >= 0) & (b_starts[:, 1] >= 0)]
-        if len(b_starts):
-            groups.append(("B", b_starts, _subtract_sublattice(raw, starts), _subtract_sublattice(restored, starts)))
-    frames = []
-    for name, xy, raw_image, restored_image in groups:
-        group_spacing = spacing  # B sites (cell centres) repeat with A's spacing
-        fits = {kind: refine_positions(image, xy, separation_px=group_spacing, method=refine)
-                for kind, image in (("raw", raw_image), ("restored", restored_image))}
-        frame = pd.DataFrame({
-            "sublattice": [name] * len(xy),
-            **{f"{axis}_{kind}_px": getattr(fits[kind], axis) for kind in ("raw", "restored") for axis in ("x", "y")},
-            **{f"sigma_{axis}_{kind}_px": getattr(fits[kind], f"sigma_{axis}") for kind in ("raw", "restored")
-               for axis in ("x", "y")},
-            "amplitude_raw": fits["raw"].amplitude, "amplitude_restored": fits["restored"].amplitude,
-            "fit_ok_raw": fits["raw"].ok, "fit_ok_restored": fits["restored"].ok,
-        })
-        if with_truth:
-            matched = _match_truth(xy, truth, group_spacing)
-            frame["x_true_px"], frame["y_true_px"] = matched[:, 0], matched[:, 1]
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
+        a_restored = np.column_stack([fits_a["restored"].x, fits_a["restored"].y])[fits_a["restored"].ok]
+        b_starts = second_sublattice_starts(a_restored, restored) if len(a_restored) >= 4 else np.empty((0, 2))
+        if len(b_starts) >= 2:
+            # Each image minus its own fitted A model: what is left is B (atomap's recipe).
+            fits_b = {kind: refine_a(image - model_image(image.shape, fits_a[kind]), b_starts, separation_px=spacing)
+                      for kind, image in images.items()}
+            groups.append(("B", b_starts, fits_b))
+        else:
+            log.warning("second sublattice requested but only %d B sites found; fitting A only", len(b_starts))
+    table = pd.concat([_group_frame(name, start, fits) for name, start, fits in groups], ignore_index=True)
     table.insert(0, "column_id", np.arange(len(table)))
+    if with_truth:
+        # One matching over all sublattices, from the starts: the same pairs for raw and restored.
+        all_starts = np.concatenate([start for _, start, _ in groups])
+        true_xy = truth[["x_px", "y_px"]].to_numpy(dtype=np.float64)
+        match = match_nearest(all_starts, true_xy, 0.5 * spacing)
+        matched = np.full((len(all_starts), 2), np.nan)
+        matched[match >= 0] = true_xy[match[match >= 0]]
+        table["x_true_px"], table["y_true_px"] = matched[:, 0], matched[:, 1]
     table = table[COLUMN_FIELDS + (TRUTH_FIELDS if with_truth else [])]
-    log.info("%d columns, spacing %.3f px", len(table), spacing)
+    log.info("%d columns (%s), spacing %.3f px", len(table), ", ".join(f"{n}: {len(s)}" for n, s, _ in groups), spacing)
     return ColumnFit(table, "ok", spacing)

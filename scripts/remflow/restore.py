@@ -15,9 +15,9 @@ import importlib.util
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -123,14 +123,22 @@ class Restorer:
         self.context_px = context_px
         self.blend_px = blend_px
         self.tile_batch = tile_batch
+        # A GPU gains from batching whole images; a CPU does not (100 images of 128 px ran 9 %
+        # slower in one call than one by one: smaller working sets stay in cache).
+        self.batch_whole_images = self.device.startswith("GPU")
 
-    def infer(self, batch: np.ndarray, mean: float, std: float) -> np.ndarray:
-        """Run the network on a float32 batch (N, H, W), even H and W, normalised with ``mean`` and ``std``."""
+    def infer(self, batch: np.ndarray, mean: float | np.ndarray, std: float | np.ndarray) -> np.ndarray:
+        """Run the network on a float32 batch (N, H, W), even H and W, normalised with ``mean`` and ``std``.
+
+        ``mean`` and ``std`` are one value for the whole batch or one per image (N,).
+        """
         import tensorflow as tf
 
         count = batch.shape[0]
+        per_image = [np.broadcast_to(np.asarray(v, dtype=np.float32), (count,)).reshape(count, 1, 1, 1)
+                     for v in (mean, std)]
         result = self._core(tf.constant(batch[..., np.newaxis], dtype=tf.float32),
-                            tf.fill([count, 1, 1, 1], np.float32(mean)), tf.fill([count, 1, 1, 1], np.float32(std)))
+                            tf.constant(per_image[0]), tf.constant(per_image[1]))
         return result.numpy()[..., 0]
 
     def restore(self, image: np.ndarray) -> np.ndarray:
@@ -141,6 +149,34 @@ class Restorer:
         if image.size <= self.max_whole_pixels:
             return self.restore_whole(image)
         return self.restore_tiled(image)
+
+    def restore_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Restore several 2D images; those restored whole share network calls when their shapes match.
+
+        Same results as :meth:`restore` on each image (each keeps its own normalisation).
+        With ``batch_whole_images`` (on a GPU), images of one shape share network calls of
+        at most ``max_whole_pixels``.
+        """
+        arrays = [np.asarray(image, dtype=np.float32) for image in images]
+        results: list[np.ndarray | None] = [None] * len(arrays)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(arrays):
+            if image.ndim != 2:
+                raise ValueError(f"expected 2D images, image {index} has shape {image.shape}")
+            if image.size <= self.max_whole_pixels:
+                by_shape.setdefault(image.shape, []).append(index)
+            else:
+                results[index] = self.restore_tiled(image)
+        for (rows, cols), members in by_shape.items():
+            pixels = (rows + rows % 2) * (cols + cols % 2)
+            per_call = max(1, self.max_whole_pixels // pixels) if self.batch_whole_images else 1
+            for first in range(0, len(members), per_call):
+                chunk = members[first:first + per_call]
+                batch = np.stack([np.pad(arrays[i], ((0, rows % 2), (0, cols % 2)), mode="reflect") for i in chunk])
+                stats = np.array([normalisation(arrays[i]) for i in chunk])
+                for i, out in zip(chunk, self.infer(batch, stats[:, 0], stats[:, 1])):
+                    results[i] = out[:rows, :cols]
+        return cast(list[np.ndarray], results)  # every index was filled above
 
     def restore_whole(self, image: np.ndarray) -> np.ndarray:
         """Whole-image inference; odd sizes are padded by reflection, then cropped."""

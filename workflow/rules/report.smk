@@ -6,6 +6,7 @@ rule figure:
         columns="results/columns/{sample}.csv",
         precision="results/precision/{sample}.json",
         info="results/ingest/{sample}.json",
+        fit="results/columns/{sample}.json",
     output:
         report(
             "results/figures/{sample}.png",
