@@ -29,8 +29,10 @@ if fit["status"] == "ok":
     figures = precision_summary(table, image_shape=tuple(fit["image_shape"]), separation_px=fit["separation_px"],
                                 pixel_size_pm=pixel, truth=truth, seed=settings["seed"],
                                 n_boot=settings["n_bootstrap"])
-    figures.pop("status", None)
+    status = figures.pop("status")
     record.update(figures)
+    if status != "ok":
+        record["status"] = status
 if snakemake.input.reference:
     # Simulated samples carry their noise-free image: how close does each get to it?
     reference = read_sample_image({**row, "path": row["reference"]}, min_size_px=1).signal.data

@@ -7,19 +7,15 @@ import pandas as pd
 from remflow.atomic import atomic_path
 from remflow.crlb import lattice_position_crlb
 from remflow.runlog import setup_logging
-from remflow.synthetic import Degradation, LatticeSpec
+from remflow.synthetic_samples import benchmark_models
 
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
-spec = LatticeSpec(kind=settings["kind"], shape=tuple(settings["shape"]), spacing_px=settings["spacing_px"],
-                   sigma_px=settings["sigma_px"], seed=settings["seed"])
 rows = []
 for path, dose in zip(snakemake.input.precision, settings["doses"]):
     with open(path) as handle:
         record = json.load(handle)
-    degradation = Degradation(dose_e_per_A2=float(dose), pixel_size_pm=settings["pixel_size_pm"],
-                              detector_noise_sigma=settings["detector_noise_sigma"],
-                              line_jitter_px=settings["line_jitter_px"], seed=settings["seed"])
+    spec, degradation = benchmark_models(settings, dose)
     rows.append({
         "sample": record["sample"], "dose_e_per_A2": float(dose), "status": record["status"],
         "n_columns": record.get("n_columns"),
@@ -29,7 +25,9 @@ for path, dose in zip(snakemake.input.precision, settings["doses"]):
         "truth_rmse_restored_px": record.get("truth_rmse_restored_px"),
         "truth_rmse_restored_px_ci_low": record.get("truth_rmse_restored_px_ci_low"),
         "truth_rmse_restored_px_ci_high": record.get("truth_rmse_restored_px_ci_high"),
+        # Truth RMSE is a radial (x and y) distance: its bound is crlb_radial_px; crlb_px is per axis.
         "crlb_px": lattice_position_crlb(spec, degradation),
+        "crlb_radial_px": lattice_position_crlb(spec, degradation, radial=True),
         "precision_gain": record.get("precision_gain"), "verdict": record.get("verdict"),
     })
 with atomic_path(snakemake.output[0]) as tmp:

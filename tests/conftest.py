@@ -17,7 +17,7 @@ INSTRUMENT_FILES = REPO.parent / "shared" / "data" / "instrument-files"
 
 #: Pixel size given to the calibrated simulated sample, in nm (stored as the file's units).
 SIM_PIXEL_NM = 0.02
-SIM_SHAPE = (128, 96)  # rows, cols: non-square on purpose
+SIM_SHAPE = (256, 192)  # rows, cols: non-square on purpose, ~50 columns
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -50,16 +50,29 @@ def write_simulated_sample(folder: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def make_small_config(workdir: Path, samples: list[dict[str, str]], *, doses: list[float] | None = None) -> None:
-    """Write config.yaml and samples.tsv for a quick run."""
+def make_small_config(workdir: Path, samples: list[dict[str, str]], *, doses: list[float] | None = None,
+                      restore: dict[str, int] | None = None, fit: dict[str, object] | None = None) -> None:
+    """Write config.yaml and samples.tsv for a quick run (``restore``/``fit``: extra settings)."""
     columns = ["sample", "path", "frame", "modality", "resolution", "reference", "truth"]
     lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in samples]
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     bench = (f"  enabled: true\n  shape: [96, 96]\n  doses: [{', '.join(str(d) for d in doses)}]\n"
              if doses else "  enabled: false\n")
+    restore_lines = "".join(f"  {key}: {value}\n" for key, value in {"batch_size": 2, **(restore or {})}.items())
+    fit_lines = "".join(f"  {key}: {value}\n" for key, value in (fit or {}).items())
     (workdir / "config.yaml").write_text(
-        f"samples: samples.tsv\nrestore:\n  batch_size: 2\nprecision:\n  n_bootstrap: 400\nbenchmark:\n{bench}",
+        f"samples: samples.tsv\nrestore:\n{restore_lines}" + (f"fit:\n{fit_lines}" if fit_lines else "")
+        + f"precision:\n  n_bootstrap: 400\nbenchmark:\n{bench}",
         encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """One real one-node Slurm for the whole test session, stopped at its end if started here."""
+    from slurm.cluster import one_node_slurm
+
+    with one_node_slurm() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

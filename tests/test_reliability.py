@@ -96,10 +96,9 @@ EXPECTED_REJECTIONS = {
 def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("mixed")
     samples = build_mixed_dataset(workdir / "raw")
-    make_small_config(workdir, samples)
     # Small tiles so that the 400x360 image is restored tiled.
-    with open(workdir / "config.yaml", "a", encoding="utf-8") as handle:
-        handle.write("  max_whole_pixels: 100000\n  tile_px: 256\n  context_px: 96\n  blend_px: 32\n")
+    make_small_config(workdir, samples,
+                      restore={"max_whole_pixels": 100000, "tile_px": 256, "context_px": 96, "blend_px": 32})
     before = hashes(workdir / "raw")
     run_snakemake(workdir, "--cores", "2", "--keep-going")
     assert hashes(workdir / "raw") == before, "the workflow changed its inputs"

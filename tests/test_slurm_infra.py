@@ -9,14 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from slurm.cluster import (SlurmCluster, gpus_requested, job_fields, one_node_slurm, time_limit_minutes,
-                           wait_for_states)
+from slurm.cluster import SlurmCluster, gpus_requested, job_fields, time_limit_minutes, wait_for_states
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -48,11 +46,10 @@ TOY_SNAKEFILE = textwrap.dedent("""\
     """)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    """One test cluster for this module, stopped after its last test."""
-    with one_node_slurm() as running:
-        yield running
+@pytest.fixture
+def cluster(slurm_cluster) -> SlurmCluster:
+    """The session's test cluster (conftest)."""
+    return slurm_cluster
 
 
 def sbatch(cluster: SlurmCluster, workdir: Path, *options: str, command: str) -> str:
@@ -61,23 +58,26 @@ def sbatch(cluster: SlurmCluster, workdir: Path, *options: str, command: str) ->
                           capture_output=True, text=True, check=True, env=cluster.env()).stdout.strip()
 
 
-def derived_slurm_profile(folder: Path) -> dict:
-    """The repository's Slurm profile made fit for a small test node: every job asks
-    for 1 CPU and 100 MB so that jobs can run side by side, and status checks start
-    sooner. Executor, retries, status command, GPU and runtime requests are kept."""
-    profile = yaml.safe_load(SLURM_PROFILE.read_text())
-    profile["default-resources"]["mem_mb"] = 100
-    for resources in profile["set-resources"].values():
+def derived_profiles(folder: Path) -> tuple[Path, Path, dict]:
+    """The repository's Slurm profile and default workflow profile made fit for a small
+    test node: every job asks for 1 CPU and 100 MB so that jobs can run side by side,
+    and status checks start sooner. Executor, retries, status command, GPU and runtime
+    requests are kept. Returns the two folders and the derived workflow profile."""
+    slurm = yaml.safe_load(SLURM_PROFILE.read_text())
+    slurm["default-resources"]["mem_mb"] = 100
+    slurm["latency-wait"] = 5
+    slurm["seconds-between-status-checks"] = 1
+    slurm["slurm-init-seconds-before-status-checks"] = 1
+    slurm["slurm-keep-successful-logs"] = True
+    workflow = yaml.safe_load(DEFAULT_PROFILE.read_text())
+    for resources in workflow["set-resources"].values():
         if "mem_mb" in resources:
             resources["mem_mb"] = 100
-    profile["set-threads"] = {rule: 1 for rule in profile.get("set-threads", {})}
-    profile["latency-wait"] = 5
-    profile["seconds-between-status-checks"] = 1
-    profile["slurm-init-seconds-before-status-checks"] = 1
-    profile["slurm-keep-successful-logs"] = True
-    folder.mkdir()
-    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
-    return profile
+    workflow["set-threads"] = {rule: 1 for rule in workflow.get("set-threads", {})}
+    for name, profile in (("slurm", slurm), ("default", workflow)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder / "slurm", folder / "default", {**slurm, **workflow}
 
 
 def jobs_in(cluster: SlurmCluster, workdir: Path) -> list[dict[str, str]]:
@@ -133,11 +133,12 @@ def test_sbatch_records_a_gpu_request_only_for_the_job_that_asked_and_gives_it_t
 @pytest.mark.slurm
 def test_slurm_profile_requests_the_gpu_for_restoration_and_retries_a_cancelled_job(cluster, tmp_path):
     (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
-    profile = derived_slurm_profile(tmp_path / "profile")
+    slurm_profile, workflow_profile, profile = derived_profiles(tmp_path / "profiles")
     assert profile["executor"] == "slurm" and profile["retries"] >= 1
 
     run = subprocess.Popen(
-        [str(SNAKEMAKE), "--workflow-profile", str(tmp_path / "profile"), "--directory", str(tmp_path),
+        [str(SNAKEMAKE), "--profile", str(slurm_profile), "--workflow-profile", str(workflow_profile),
+         "--directory", str(tmp_path),
          "--snakefile", str(tmp_path / "Snakefile")],
         cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from remflow.synthetic import Degradation, LatticeSpec
+
 SYNTHETIC_DIR = "results/synthetic"
 
 
@@ -34,3 +36,14 @@ def benchmark_samples(sheet: pd.DataFrame, doses: list[float]) -> pd.DataFrame:
         return sheet
     combined = pd.concat([sheet, pd.DataFrame(rows).set_index("sample", drop=False)])
     return combined.astype(object).where(combined.notna(), None)
+
+
+def benchmark_models(settings: dict, dose: float) -> tuple[LatticeSpec, Degradation]:
+    """The lattice and the distortions of one dose of the benchmark, from config ``benchmark``."""
+    spec = LatticeSpec(kind=settings["kind"], shape=tuple(settings["shape"]), spacing_px=settings["spacing_px"],
+                       sigma_px=settings["sigma_px"], b_ratio=settings.get("b_ratio", 0.5),
+                       position_jitter_px=settings.get("position_jitter_px", 0.0), seed=settings["seed"])
+    degradation = Degradation(dose_e_per_A2=float(dose), pixel_size_pm=settings["pixel_size_pm"],
+                              detector_noise_sigma=settings["detector_noise_sigma"],
+                              line_jitter_px=settings["line_jitter_px"], seed=settings["seed"])
+    return spec, degradation

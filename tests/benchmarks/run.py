@@ -24,7 +24,7 @@ BENCHMARKS = {
     "restore": ("bench_restore.py", []),
     "bfloat16": ("bench_bfloat16.py", []),
     # tile_batch 1: one tile per network call, so memory is bounded by the tile (batching does not
-    # speed up the CPU); 1152 px tiles split 2048 px in two per axis, the workflow's 1024 px in three.
+    # speed up the CPU); 1152 px tiles (the workflow's default) split 2048 px in two per axis, 1024 px in three.
     "tiling": ("bench_tiling.py", ["--tile-batch", "1", "--tile-px", "1024", "1152"]),
 }
 

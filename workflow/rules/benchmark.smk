@@ -22,7 +22,8 @@ rule precision_vs_dose:
         report(
             "results/benchmark/precision_vs_dose.csv",
             caption="../report/precision_vs_dose_table.rst",
-            category="Benchmark",
+            category="Synthetic benchmark",
+            labels={"result": "precision_vs_dose.csv (download)"},
         ),
     params:
         samples=BENCHMARK_SAMPLES,

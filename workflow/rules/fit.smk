@@ -6,7 +6,13 @@ rule fit_columns:
         info="results/ingest/{sample}.json",
         truth=lambda wc: existing_inputs(wc.sample).get("truth", []),
     output:
-        columns="results/columns/{sample}.csv",
+        columns=report(
+            "results/columns/{sample}.csv",
+            caption="../report/columns_table.rst",
+            category="Tables and data",
+            subcategory="fitted columns (CSV)",
+            labels={"sample": "{sample}"},
+        ),
         info="results/columns/{sample}.json",
     params:
         row=lambda wc: sample_row(wc.sample).to_dict(),
@@ -31,7 +37,13 @@ rule precision:
         truth=lambda wc: existing_inputs(wc.sample).get("truth", []),
         reference=lambda wc: existing_inputs(wc.sample).get("reference", []),
     output:
-        "results/precision/{sample}.json",
+        report(
+            "results/precision/{sample}.json",
+            caption="../report/precision_json.rst",
+            category="Tables and data",
+            subcategory="precision figures (JSON)",
+            labels={"sample": "{sample}"},
+        ),
     params:
         row=lambda wc: sample_row(wc.sample).to_dict(),
         settings=config["precision"],
@@ -51,7 +63,8 @@ rule summary:
         report(
             "results/summary.csv",
             caption="../report/summary.rst",
-            category="Dataset",
+            category="Dataset summary",
+            labels={"result": "summary.csv (download)"},
         ),
     log:
         "logs/summary.log",

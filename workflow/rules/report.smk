@@ -11,8 +11,8 @@ rule figure:
         report(
             "results/figures/{sample}.png",
             caption="../report/sample_figure.rst",
-            category="Samples",
-            labels={"sample": "{sample}", "figure": "raw vs restored"},
+            category="Per-sample figures",
+            labels={"sample": "{sample}"},
         ),
     log:
         "logs/figure/{sample}.log",
@@ -30,7 +30,8 @@ rule plot_gain:
         report(
             "results/figures/precision_gain.png",
             caption="../report/precision_gain.rst",
-            category="Dataset",
+            category="Dataset summary",
+            labels={"result": "precision gain per sample"},
         ),
     params:
         kind="gain",
@@ -51,12 +52,35 @@ rule plot_precision_vs_dose:
         report(
             "results/figures/precision_vs_dose.png",
             caption="../report/precision_vs_dose.rst",
-            category="Benchmark",
+            category="Synthetic benchmark",
+            labels={"result": "precision vs dose"},
         ),
     params:
         kind="dose",
     log:
         "logs/plot_precision_vs_dose.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/plot_dataset.py"
+
+
+rule summary_table:
+    """The summary rendered as an HTML table for the report."""
+    input:
+        summary="results/summary.csv",
+    output:
+        report(
+            "results/summary.html",
+            caption="../report/summary_table.rst",
+            category="Dataset summary",
+            labels={"result": "summary table"},
+        ),
+    params:
+        kind="table",
+    log:
+        "logs/summary_table.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"

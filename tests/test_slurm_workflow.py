@@ -1,0 +1,117 @@
+"""The real workflow on a real one-node Slurm with the shipped profiles: restoration jobs
+ask for the (fake) GPU, fitting jobs do not, a restoration job cancelled mid-run is
+retried, and the results equal those of a local run."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import hyperspy.api as hs
+import numpy as np
+import pytest
+
+from conftest import REPO, SNAKEFILE, SNAKEMAKE, make_small_config, run_snakemake, write_simulated_sample
+from slurm.cluster import SlurmCluster, gpus_requested, job_fields
+from test_slurm_infra import finish, jobs_in
+
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+#: Tables that must come out the same on the cluster as on this machine.
+TABLES = ["summary.csv", "columns/sim_cal.csv", "columns/srtio3.csv"]
+
+
+def write_two_tiny_samples(workdir: Path) -> None:
+    """A calibrated simulated HRSTEM crop and a crop of the low-dose SrTiO3 frame, one
+    restoration batch each (batch_size 1), so that one batch can be cancelled."""
+    from remflow.ingest import read_image, resolve_path
+
+    raw = workdir / "raw"
+    raw.mkdir(parents=True)
+    sim, _ = write_simulated_sample(raw)
+    frame = read_image(resolve_path("package://tk_r_em/test_data/exp_hrstem.h5"), frame=4).signal.data
+    np.save(raw / "srtio3.npy", np.ascontiguousarray(frame[:384, :384]))
+    make_small_config(workdir, [
+        {"sample": "sim_cal", "path": f"raw/{sim.name}", "modality": "auto", "resolution": "auto"},
+        {"sample": "srtio3", "path": "raw/srtio3.npy", "modality": "stem", "resolution": "hr"},
+    ], restore={"batch_size": 1})
+
+
+def start_on_slurm(cluster: SlurmCluster, workdir: Path) -> subprocess.Popen:
+    """snakemake --profile workflow/profiles/slurm, as a user runs it (the default workflow
+    profile comes in by itself); only the status polling is made quicker for the test."""
+    command = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+               "--configfile", str(workdir / "config.yaml"), "--profile", str(SLURM_PROFILE),
+               "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
+               "--latency-wait", "10"]
+    return subprocess.Popen(command, cwd=workdir, env=cluster.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def first_running_job(cluster: SlurmCluster, workdir: Path, rule: str, run: subprocess.Popen,
+                      timeout_s: float = 600) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for job in jobs_in(cluster, workdir):
+            if job["comment"].startswith(f"rule_{rule}_") and job["state"] == "RUNNING":
+                return job
+        if run.poll() is not None:
+            raise AssertionError(f"snakemake ended ({run.returncode}) before rule {rule} ran:\n"
+                                 f"{run.stdout.read()[-6000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"no running {rule} job after {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("local")
+    write_two_tiny_samples(workdir)
+    run_snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_results(slurm_cluster, local_run,
+                                                                                     tmp_path):
+    workdir = tmp_path / "cluster"
+    write_two_tiny_samples(workdir)
+    run = start_on_slurm(slurm_cluster, workdir)
+    try:
+        cancelled = first_running_job(slurm_cluster, workdir, "restore_batch", run)
+        # Let it get into TensorFlow, then cancel it as a cluster would (preemption, admin).
+        time.sleep(3)
+        subprocess.run(["scancel", cancelled["id"]], check=True, env=slurm_cluster.env())
+        output = finish(run, timeout_s=1500)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-8000:]
+
+    jobs = jobs_in(slurm_cluster, workdir)
+    by_rule: dict[str, list[dict[str, str]]] = {}
+    for job in jobs:
+        by_rule.setdefault(job["comment"].removeprefix("rule_").split("_wildcards_")[0], []).append(job)
+    # Local rules (restore, summary, plots) never reach Slurm; every other step did.
+    assert set(by_rule) == {"inspect_raw", "ingest", "restore_batch", "fit_columns", "precision", "figure"}
+    # The cancelled batch was submitted again and completed; every final job completed.
+    same_batch = [j for j in by_rule["restore_batch"] if j["comment"] == cancelled["comment"]]
+    assert [j["state"] for j in same_batch] == ["CANCELLED", "COMPLETED"], same_batch
+    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["fit_columns"]) == 2
+
+    for job in by_rule["restore_batch"]:
+        assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 1, job
+    for rule in ("fit_columns", "precision", "inspect_raw", "figure"):
+        for job in by_rule[rule]:
+            assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 0, job
+    fit_fields = job_fields(slurm_cluster, by_rule["fit_columns"][0]["id"])
+    assert int(fit_fields["NumCPUs"]) == 2  # the workflow profile's fit_columns threads
+
+    results, local = workdir / "results", local_run / "results"
+    for name in TABLES:
+        assert (results / name).read_bytes() == (local / name).read_bytes(), name
+    for sample in ("sim_cal", "srtio3"):
+        on_cluster = hs.load(results / "restored" / f"{sample}.hspy").data
+        here = hs.load(local / "restored" / f"{sample}.hspy").data
+        np.testing.assert_array_equal(on_cluster, here)
+        assert (results / "figures" / f"{sample}.png").stat().st_size > 10_000
