@@ -14,10 +14,11 @@ from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
-networks = set()
+infos = []
 for path in snakemake.input.infos:
     with open(path) as handle:
-        networks.add(json.load(handle)["network"])
+        infos.append(json.load(handle))
+networks = {info["network"] for info in infos}
 if len(networks) != 1:
     raise SystemExit(f"a restoration batch must share one network, got {sorted(networks)}")
 network = networks.pop()
@@ -36,7 +37,7 @@ started = time.perf_counter()
 # Whole images of one shape share network calls on a GPU; big ones go in tiles.
 restored_data = restorer.restore_many([raw.data for raw in raws])
 log.info("restored %d images in %.1f s", len(raws), time.perf_counter() - started)
-for sample, raw, data in zip(snakemake.params.samples, raws, restored_data):
+for sample, raw, data in zip([info["sample"] for info in infos], raws, restored_data):
     restored = raw.deepcopy()
     restored.data = data
     restored.metadata.General.title = f"{raw.metadata.General.title} (restored with {network})".strip()

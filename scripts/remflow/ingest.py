@@ -229,7 +229,7 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RejectedInput(f"unreadable or truncated file ({type(err).__name__}: {reason[:160]})") from err
     if not signals:
-        raise RejectedInput("the reader found no data in the file")
+        raise RejectedInput("unreadable or truncated file: the reader found no data in it")
 
     candidates = [c for c in (_as_image_candidate(s) for s in signals) if c is not None]
     if not candidates:

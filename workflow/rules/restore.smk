@@ -6,7 +6,8 @@ rule restore_batch:
     output:
         directory("results/restored/batches/{batch}"),
     params:
-        samples=lambda wc: batch_members(wc.batch),
+        # Sample names come from the inputs' JSON: a param that reads other samples'
+        # checkpoint outputs would fail inside a cluster job.
         settings=config["restore"],
     resources:
         mem_mb=restore_mem_mb,
