@@ -12,8 +12,8 @@ Two measures, each computed on the same columns for raw and restored (a *paired*
   distortions) stay in the residuals, so the lattice RMS is an upper bound on the
   imprecision and the raw/restored ratio is pulled towards 1 by them.
 - **truth RMSE** (simulated samples): RMS distance of each fitted column from the true
-  position it was matched to (see :func:`match_nearest`), over the same kind of columns
-  (fitted on both images, away from the border, matched).
+  position it was matched to (see :func:`match_nearest`), over every matched column fitted
+  on both images (border columns included: recomputable from columns.csv alone).
 
 The truth RMSE measures accuracy: a systematic shift that restoration puts into every
 column counts. The lattice RMS measures precision only: a uniform shift or strain of a
@@ -334,8 +334,11 @@ def with_truth_columns(table: pd.DataFrame, truth: pd.DataFrame, separation_px: 
 def truth_error_vectors(table: pd.DataFrame, *, image_shape: tuple[int, int],
                         separation_px: float) -> dict[str, np.ndarray]:
     """(dx, dy) fitted minus matched true position, raw and restored, on the same columns:
-    usable columns (both fits good, away from the border) that have a true position."""
-    rows = table[usable_columns(table, image_shape, separation_px) & table["x_true_px"].notna().to_numpy()]
+    every column with a true position whose fit succeeded on both images. Border columns
+    stay in (unlike the lattice RMS, no lattice fit needs them out), so the figure is the
+    plain RMS over the matched rows of columns.csv with fit_ok_raw and fit_ok_restored."""
+    ok = table["fit_ok_raw"].astype(bool).to_numpy() & table["fit_ok_restored"].astype(bool).to_numpy()
+    rows = table[ok & table["x_true_px"].notna().to_numpy()]
     true_xy = rows[["x_true_px", "y_true_px"]].to_numpy(float)
     return {kind: rows[[f"x_{kind}_px", f"y_{kind}_px"]].to_numpy(float) - true_xy for kind in KINDS}
 
