@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Images with at most this many pixels go through the network in one piece.
-DEFAULT_MAX_WHOLE_PIXELS = 1024 * 1024
-DEFAULT_TILE_PX = 1152
+DEFAULT_MAX_WHOLE_PIXELS = 1536 * 1536
+#: Tiles hold at most this squared many pixels, in any aspect ratio (see plan_tiles).
+DEFAULT_TILE_PX = 1536
 #: Pixels at a tile's interior edge that are only context (their output is dropped),
 #: and the width over which neighbouring tiles cross-fade. The networks see far:
 #: 64 px from a tile edge the output still differs by up to 4% of the range, 96 px by 1%.
@@ -72,7 +73,14 @@ def plan_axis(length: int, max_tile: int, overlap: int, align: int) -> list[tupl
     """
     if length <= max_tile + align:
         return [(0, length)]
-    count = math.ceil((length - overlap) / (max_tile - overlap))
+    return plan_axis_in(length, math.ceil((length - overlap) / (max_tile - overlap)), overlap, align)
+
+
+def plan_axis_in(length: int, count: int, overlap: int, align: int) -> list[tuple[int, int]]:
+    """(start, size) of at least ``count`` (as few as possible) equal tiles covering ``length``,
+    neighbours overlapping by >= ``overlap`` px, starts aligned as in :func:`plan_axis`."""
+    if count <= 1:
+        return [(0, length)]
     while True:
         size = _ceil_to(math.ceil((length + (count - 1) * overlap) / count), align)
         last_start = (length - size) // align * align
@@ -81,6 +89,41 @@ def plan_axis(length: int, max_tile: int, overlap: int, align: int) -> list[tupl
         if all(a + sa - b >= overlap for a, sa, b in zip(starts, sizes, starts[1:])):
             return list(zip(starts, sizes))
         count += 1
+
+
+def plan_tiles(height: int, width: int, max_tile_px: int, overlap: int,
+               align: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Row and column plans of the tiling that computes the least area, each tile holding at
+    most ``max_tile_px ** 2`` pixels (the last row/column up to ``align`` px more; any aspect ratio: a 2048 px square image with
+    ``max_tile_px`` 1536 is cut into two strips, computing 1.13x its area, where 2x2 square
+    tiles would compute 1.27x). Memory stays bounded by the pixel budget, not the image."""
+    budget = max_tile_px * max_tile_px
+
+    def nominal(plan: list[tuple[int, int]]) -> int:
+        # The tiles' common size; the last one may be up to ``align`` px longer (see plan_axis).
+        return plan[0][1]
+
+    best: tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]] | None = None
+    for row_count in range(1, height // align + 2):  # beyond that, starts would repeat
+        rows = plan_axis_in(height, row_count, overlap, align)
+        tile_height = nominal(rows)
+        if best is not None and sum(size for _, size in rows) * width >= best[0]:
+            break  # more rows compute more area whatever the columns
+        max_width = budget // tile_height
+        if max_width >= min(width, overlap + align):
+            count = 1 if width <= max_width else math.ceil((width - overlap) / max(align, max_width - overlap))
+            cols = plan_axis_in(width, count, overlap, align)
+            while nominal(cols) * tile_height > budget and len(cols) < width // align:
+                cols = plan_axis_in(width, len(cols) + 1, overlap, align)
+            if nominal(cols) * tile_height <= budget:
+                key = (sum(size for _, size in rows) * sum(size for _, size in cols), len(rows) * len(cols))
+                if best is None or key < best[:2]:
+                    best = (*key, rows, cols)
+        if tile_height <= overlap + align:  # tiles cannot get any lower
+            break
+    if best is None:
+        raise ValueError(f"no tiling of {height}x{width} px fits tiles of {max_tile_px}^2 px with {overlap} px overlap")
+    return best[2], best[3]
 
 
 def _ceil_to(value: int, multiple: int) -> int:
@@ -191,12 +234,12 @@ class Restorer:
         padded = np.pad(image, ((0, rows % 2), (0, cols % 2)), mode="reflect")  # as restore_whole does
         height, width = padded.shape
         overlap = 2 * self.context_px + self.blend_px
-        tiles = [(r, h, c, w) for r, h in plan_axis(height, self.tile_px, overlap, TILE_ALIGN_PX)
-                 for c, w in plan_axis(width, self.tile_px, overlap, TILE_ALIGN_PX)]
+        row_plan, col_plan = plan_tiles(height, width, self.tile_px, overlap, TILE_ALIGN_PX)
+        tiles = [(r, h, c, w) for r, h in row_plan for c, w in col_plan]
         total = np.zeros(padded.shape, dtype=np.float64)
         weight_sum = np.zeros(padded.shape, dtype=np.float64)
-        log.info("restoring %dx%d px in %d tiles of about %d px with %s on %s", rows, cols, len(tiles),
-                 self.tile_px, self.network, self.device)
+        log.info("restoring %dx%d px in %d tiles of up to %dx%d px with %s on %s", rows, cols, len(tiles),
+                 max(h for _, h in row_plan), max(w for _, w in col_plan), self.network, self.device)
         done = 0
         for chunk in _batches_of_equal_shape(tiles, self.tile_batch):
             batch = np.stack([padded[r:r + h, c:c + w] for r, h, c, w in chunk])

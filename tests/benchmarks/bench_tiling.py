@@ -75,7 +75,7 @@ def main() -> None:
         child(args.child, args.size, json.loads(args.settings), args.network, Path(args.output))
         return
 
-    from remflow.restore import TILE_ALIGN_PX, plan_axis
+    from remflow.restore import TILE_ALIGN_PX, plan_tiles
 
     base = workflow_tiling()
     if args.tile_batch is not None:
@@ -89,7 +89,7 @@ def main() -> None:
             tiled_path = Path(folder) / f"tiled_{tile_px}.npy"
             tiled = run_child("tiled", args.size, settings, args.network, tiled_path)
             overlap = 2 * settings["context_px"] + settings["blend_px"]
-            plan = plan_axis(args.size, tile_px, overlap, TILE_ALIGN_PX)
+            rows, cols = plan_tiles(args.size, args.size, tile_px, overlap, TILE_ALIGN_PX)
             ratio = tiled["seconds"] / whole["seconds"]
             deviation = relative_deviation(np.load(tiled_path), reference)
             emit({
@@ -100,8 +100,9 @@ def main() -> None:
                 "whole_peak_rss_mb": round(whole["peak_rss_mb"]), "tiled_peak_rss_mb": round(tiled["peak_rss_mb"]),
                 "whole_inference_mb": round(whole["peak_rss_mb"] - whole["rss_before_mb"]),
                 "tiled_inference_mb": round(tiled["peak_rss_mb"] - tiled["rss_before_mb"]),
-                "tiles": len(plan) ** 2, "tile_sizes_px": sorted({size for _, size in plan}),
-                "computed_area_vs_image": round(sum(s for _, s in plan) ** 2 / args.size ** 2, 3),
+                "tiles": len(rows) * len(cols),
+                "tile_shapes_px": sorted({(h, w) for _, h in rows for _, w in cols}),
+                "computed_area_vs_image": round(sum(h for _, h in rows) * sum(w for _, w in cols) / args.size ** 2, 3),
                 "max_deviation_of_range": deviation, "deviation_bound": MAX_DEVIATION, **settings,
                 "note": "each mode in a fresh process, one image, as a workflow job runs it (first calls included)",
                 **machine()})

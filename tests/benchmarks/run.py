@@ -24,8 +24,8 @@ BENCHMARKS = {
     "restore": ("bench_restore.py", []),
     "bfloat16": ("bench_bfloat16.py", []),
     # tile_batch 1: one tile per network call, so memory is bounded by the tile (batching does not
-    # speed up the CPU); 1152 px tiles (the workflow's default) split 2048 px in two per axis, 1024 px in three.
-    "tiling": ("bench_tiling.py", ["--tile-batch", "1", "--tile-px", "1024", "1152"]),
+    # speed up the CPU); 1536 (the workflow's default: two 2048x1152 strips) against square 1152 px tiles.
+    "tiling": ("bench_tiling.py", ["--tile-batch", "1", "--tile-px", "1152", "1536"]),
 }
 
 
