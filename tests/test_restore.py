@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from remflow.ingest import read_image, resolve_path
-from remflow.restore import Restorer, blend_weights, plan_axis
+from remflow.restore import Restorer, blend_weights, plan_axis, plan_tiles
 
 SIM = resolve_path("package://tk_r_em/test_data/sfr_hrstem.h5")
 
@@ -79,3 +79,30 @@ def test_plan_axis_covers_with_aligned_starts():
         assert plan[0][0] == 0 and plan[-1][0] + plan[-1][1] == length
         assert all(start % 32 == 0 for start, _ in plan)
         assert all(a + sa - b >= 160 for (a, sa), (b, _) in zip(plan, plan[1:]))
+
+
+def computed_area(rows: list[tuple[int, int]], cols: list[tuple[int, int]]) -> int:
+    return sum(h for _, h in rows) * sum(w for _, w in cols)
+
+
+@pytest.mark.parametrize("shape", [(2048, 2048), (4096, 4096), (3000, 2000), (10000, 300), (400, 360), (1100, 1100)])
+def test_plan_tiles_keeps_the_pixel_budget_covers_the_image_and_computes_least_area(shape):
+    height, width, budget_px, overlap, align = *shape, 1536, 224, 32
+    if shape == (400, 360):
+        budget_px = 256
+    rows, cols = plan_tiles(height, width, budget_px, overlap, align)
+    for plan, length in ((rows, height), (cols, width)):
+        assert plan[0][0] == 0 and plan[-1][0] + plan[-1][1] == length
+        assert all(start % align == 0 for start, _ in plan)
+        assert all(a + sa - b >= overlap for (a, sa), (b, _) in zip(plan, plan[1:]))
+    # Every tile but the last row/column (which may reach up to `align` px further) keeps the budget.
+    assert rows[0][1] * cols[0][1] <= budget_px**2
+    # No square tiling of the same budget computes less.
+    square = (plan_axis(height, budget_px, overlap, align), plan_axis(width, budget_px, overlap, align))
+    assert computed_area(rows, cols) <= computed_area(*square)
+
+
+def test_a_square_image_twice_the_budget_is_cut_in_two_strips():
+    rows, cols = plan_tiles(2048, 2048, 1536, 224, 32)
+    assert len(rows) * len(cols) == 2
+    assert computed_area(rows, cols) / 2048**2 < 1.13
