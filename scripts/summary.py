@@ -2,8 +2,6 @@
 
 import json
 
-import pandas as pd
-
 from remflow.atomic import atomic_path
 from remflow.runlog import setup_logging
 from remflow.summary import summary_table

@@ -6,7 +6,6 @@ Benchmark (prints the time per column): .venv/bin/python tests/test_columns.py
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -204,21 +203,3 @@ def test_unknown_refinement_methods_are_refused():
     with pytest.raises(ValueError, match="unknown refinement method"):
         fit_columns(image, image, refine="magic")
 
-
-def benchmark(n_repeats: int = 3) -> None:
-    """Print the time per column of fit_columns (atomap refinement of raw and restored)."""
-    shape = (120, 120)
-    truth = lattice_truth(shape, 11.0, seed=7, jitter=0.1)
-    clean = render_columns(shape, truth, 2.5)
-    raw = np.random.default_rng(8).poisson(clean * 50).astype(float)
-    fit_columns(raw, clean)  # warm-up: imports
-    for _ in range(n_repeats):
-        start = time.perf_counter()
-        fit = fit_columns(raw, clean)
-        seconds = time.perf_counter() - start
-        print(f"fit_columns {shape}: {len(fit.table)} columns in {seconds:.2f} s = "
-              f"{1000 * seconds / len(fit.table):.1f} ms per column (raw + restored)")
-
-
-if __name__ == "__main__":
-    benchmark()

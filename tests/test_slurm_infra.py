@@ -4,17 +4,16 @@ Snakemake's Slurm executor driven by the repository's profiles on a toy workflow
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from slurm.cluster import SlurmCluster, gpus_requested, job_fields, time_limit_minutes, wait_for_states
+from slurm.cluster import (SlurmCluster, cancel_first_running_job_and_finish, gpus_requested, job_fields, jobs_in,
+                           rule_of, time_limit_minutes, wait_for_states)
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -80,40 +79,6 @@ def derived_profiles(folder: Path) -> tuple[Path, Path, dict]:
     return folder / "slurm", folder / "default", {**slurm, **workflow}
 
 
-def jobs_in(cluster: SlurmCluster, workdir: Path) -> list[dict[str, str]]:
-    """All jobs (also finished ones: MinJobAge=600) whose working directory is ``workdir``,
-    oldest first."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k|%Z"], capture_output=True,
-                         text=True, check=True, env=cluster.env()).stdout
-    rows = [dict(zip(("id", "state", "comment", "workdir"), line.split("|"))) for line in out.splitlines()]
-    return sorted((r for r in rows if r["workdir"] == str(workdir)), key=lambda r: int(r["id"]))
-
-
-def wait_for_running_job(cluster: SlurmCluster, workdir: Path, rule: str, run: subprocess.Popen,
-                         timeout_s: float = 180) -> str:
-    """The id of the first job of ``rule`` in ``workdir`` once it runs."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for job in jobs_in(cluster, workdir):
-            if job["comment"] == f"rule_{rule}" and job["state"] == "RUNNING":
-                return job["id"]
-        if run.poll() is not None:
-            raise AssertionError(f"snakemake ended ({run.returncode}) before rule {rule} ran")
-        time.sleep(0.5)
-    raise AssertionError(f"no running job of rule {rule} after {timeout_s} s")
-
-
-def finish(run: subprocess.Popen, timeout_s: float) -> str:
-    """Wait for snakemake; on timeout stop it (it then cancels its Slurm jobs)."""
-    try:
-        output, _ = run.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        run.send_signal(signal.SIGINT)
-        output, _ = run.communicate(timeout=60)
-        raise AssertionError(f"snakemake still running after {timeout_s} s:\n{output[-6000:]}")
-    return output
-
-
 @pytest.mark.slurm
 def test_sbatch_records_a_gpu_request_only_for_the_job_that_asked_and_gives_it_the_gpu(cluster, tmp_path):
     with_gpu = sbatch(cluster, tmp_path, "--gres=gpu:1", "-o", "gpu.out",
@@ -141,23 +106,17 @@ def test_slurm_profile_requests_the_gpu_for_restoration_and_retries_a_cancelled_
          "--directory", str(tmp_path),
          "--snakefile", str(tmp_path / "Snakefile")],
         cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        hanging = wait_for_running_job(cluster, tmp_path, "precision", run)
-        subprocess.run(["scancel", hanging], check=True, env=cluster.env())
-        output = finish(run, timeout_s=240)
-    finally:
-        if run.poll() is None:
-            run.kill()
+    hanging, output = cancel_first_running_job_and_finish(cluster, tmp_path, "precision", run, timeout_s=240)
     assert run.returncode == 0, output[-6000:]
 
     jobs = jobs_in(cluster, tmp_path)
     by_rule = {}
     for job in jobs:
-        by_rule.setdefault(job["comment"].removeprefix("rule_"), []).append(job)
+        by_rule.setdefault(rule_of(job), []).append(job)
     assert sorted(by_rule) == ["fit_columns", "precision", "restore_batch"]
     # The cancelled job failed, Snakemake submitted it again, and the retry made the output.
     assert [j["state"] for j in by_rule["precision"]] == ["CANCELLED", "COMPLETED"]
-    assert by_rule["precision"][0]["id"] == hanging
+    assert by_rule["precision"][0]["id"] == hanging["id"]
     retry = by_rule["precision"][1]["id"]
     assert (tmp_path / "precision.txt").read_text().split() == ["attempt=2", f"job={retry}"]
 

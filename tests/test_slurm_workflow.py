@@ -5,7 +5,6 @@ retried, and the results equal those of a local run."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import hyperspy.api as hs
@@ -13,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SNAKEFILE, SNAKEMAKE, make_small_config, run_snakemake, write_simulated_sample
-from slurm.cluster import SlurmCluster, gpus_requested, job_fields
-from test_slurm_infra import finish, jobs_in
+from slurm.cluster import (SlurmCluster, cancel_first_running_job_and_finish, gpus_requested, job_fields, jobs_in,
+                           rule_of)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -50,20 +49,6 @@ def start_on_slurm(cluster: SlurmCluster, workdir: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def first_running_job(cluster: SlurmCluster, workdir: Path, rule: str, run: subprocess.Popen,
-                      timeout_s: float = 600) -> dict[str, str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for job in jobs_in(cluster, workdir):
-            if job["comment"].startswith(f"rule_{rule}_") and job["state"] == "RUNNING":
-                return job
-        if run.poll() is not None:
-            raise AssertionError(f"snakemake ended ({run.returncode}) before rule {rule} ran:\n"
-                                 f"{run.stdout.read()[-6000:]}")
-        time.sleep(0.3)
-    raise AssertionError(f"no running {rule} job after {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("local")
@@ -77,21 +62,15 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
     workdir = tmp_path / "cluster"
     write_two_tiny_samples(workdir)
     run = start_on_slurm(slurm_cluster, workdir)
-    try:
-        cancelled = first_running_job(slurm_cluster, workdir, "restore_batch", run)
-        # Let it get into TensorFlow, then cancel it as a cluster would (preemption, admin).
-        time.sleep(3)
-        subprocess.run(["scancel", cancelled["id"]], check=True, env=slurm_cluster.env())
-        output = finish(run, timeout_s=1500)
-    finally:
-        if run.poll() is None:
-            run.kill()
+    # Cancelled once it is into TensorFlow, mid-restoration.
+    cancelled, output = cancel_first_running_job_and_finish(slurm_cluster, workdir, "restore_batch", run,
+                                                            timeout_s=1500, settle_s=3)
     assert run.returncode == 0, output[-8000:]
 
     jobs = jobs_in(slurm_cluster, workdir)
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
-        by_rule.setdefault(job["comment"].removeprefix("rule_").split("_wildcards_")[0], []).append(job)
+        by_rule.setdefault(rule_of(job), []).append(job)
     # Local rules (restore, summary, plots) never reach Slurm; every other step did.
     assert set(by_rule) == {"inspect_raw", "ingest", "restore_batch", "fit_columns", "precision", "figure"}
     # The cancelled batch was submitted again and completed; every final job completed.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -122,3 +123,48 @@ def time_limit_minutes(fields: dict[str, str]) -> int:
     days, _, clock = limit.rpartition("-")
     hours, minutes, seconds = (int(part) for part in clock.split(":"))
     return int(days or 0) * 24 * 60 + hours * 60 + minutes + (seconds > 0)
+
+
+def jobs_in(cluster: SlurmCluster, workdir: Path) -> list[dict[str, str]]:
+    """All jobs (also finished ones: MinJobAge=600) whose working directory is ``workdir``,
+    oldest first, with their id, state and comment (Snakemake's ``rule_<name>[_wildcards_...]``)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k|%Z"], capture_output=True,
+                         text=True, check=True, env=cluster.env()).stdout
+    rows = [dict(zip(("id", "state", "comment", "workdir"), line.split("|"))) for line in out.splitlines()]
+    return sorted((r for r in rows if r["workdir"] == str(workdir)), key=lambda r: int(r["id"]))
+
+
+def rule_of(job: dict[str, str]) -> str:
+    """The Snakemake rule of a job, from its comment."""
+    return job["comment"].removeprefix("rule_").split("_wildcards_")[0]
+
+
+def cancel_first_running_job_and_finish(cluster: SlurmCluster, workdir: Path, rule: str, run: subprocess.Popen,
+                                        timeout_s: float, settle_s: float = 0.0) -> tuple[dict[str, str], str]:
+    """scancel the first job of ``rule`` once it runs (after ``settle_s`` more seconds), as a
+    cluster does on preemption, then wait for snakemake (``run``) to end. Returns the
+    cancelled job and snakemake's output; snakemake is stopped if it outlives ``timeout_s``."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            running = [j for j in jobs_in(cluster, workdir) if rule_of(j) == rule and j["state"] == "RUNNING"]
+            if running:
+                break
+            if run.poll() is not None:
+                raise AssertionError(f"snakemake ended ({run.returncode}) before rule {rule} ran:\n"
+                                     f"{run.stdout.read()[-6000:] if run.stdout else ''}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no running job of rule {rule} after {timeout_s} s")
+            time.sleep(0.3)
+        time.sleep(settle_s)
+        subprocess.run(["scancel", running[0]["id"]], check=True, env=cluster.env())
+        try:
+            output, _ = run.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGINT)  # snakemake then cancels its Slurm jobs
+            output, _ = run.communicate(timeout=60)
+            raise AssertionError(f"snakemake still running after {timeout_s} s:\n{output[-6000:]}")
+        return running[0], output
+    finally:
+        if run.poll() is None:
+            run.kill()

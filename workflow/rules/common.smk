@@ -133,9 +133,11 @@ def all_outputs(wildcards):
 def restore_mem_mb(wildcards, input):
     """Memory for a restoration job: TensorFlow's base plus the activations of its
     largest network call (measured peak: 6.7 GB for a 2048x2048 image, ~1.6 kB per
-    pixel; 2 kB allowed), from the float32 images' file sizes."""
+    pixel; 2 kB allowed), from the float32 images' file sizes, plus the batch's raw and
+    restored images, which the job holds together."""
     settings = config["restore"]
-    largest_px = max((Path(f).stat().st_size for f in input.images), default=0) / 4
+    sizes = [Path(f).stat().st_size for f in input.images]
+    largest_px = max(sizes, default=0) / 4
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2
-    return int(2000 + 0.002 * largest_px)
+    return int(2000 + 0.002 * largest_px + 2 * sum(sizes) / 1e6)
