@@ -486,6 +486,9 @@ _TABLE_LAYOUT = [
     *[(f"{name} {kind} ({unit})", f"{prefix}_{kind}_{unit}", "ci")
       for unit in ("px", "pm") for name, prefix in (("lattice RMS", "lattice_rms"), ("truth RMSE", "truth_rmse"))
       for kind in ("raw", "restored")],
+    *[(f"twin error {kind} (px)", f"twin_error_{kind}_px", "ci") for kind in ("raw", "restored")],
+    ("twin verdict", "twin_verdict", "text"), ("CRLB radial (px)", "crlb_radial_px", "number"),
+    ("restored error / CRLB", "error_over_crlb_restored", "number"), ("CRLB note", "crlb_note", "text"),
 ]
 
 _TABLE_CSS = """
