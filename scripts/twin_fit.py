@@ -1,6 +1,7 @@
 """Rule twin_fit: refine the twin's raw and restored replicas, the twin's precision figures."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from remflow.precision.twin import fit_replicas, twin_figures
 from remflow.runlog import setup_logging
 
 log = setup_logging(snakemake.log[0])
+started, cpu_started = time.perf_counter(), time.process_time()
 with open(snakemake.input.model) as handle:
     record = json.load(handle)
 with open(snakemake.input.fit) as handle:
@@ -36,3 +38,4 @@ if record.get("twin_status") == "ok":
                 record[name.removesuffix("_px") + "_pm"] = record[name] * info["pixel_size_pm"]
 log.info("%s: %s", info["sample"], record)
 write_json(snakemake.output[0], record)
+log.info("took %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)

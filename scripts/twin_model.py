@@ -1,6 +1,7 @@
 """Rule twin_model: model and noise model of the raw image, the twin's raw replicas and CRLB."""
 
 import json
+import time
 import traceback
 
 import hyperspy.api as hs
@@ -12,6 +13,7 @@ from remflow.precision.twin import plan_twin
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
+started, cpu_started = time.perf_counter(), time.process_time()
 settings = snakemake.params.settings
 with open(snakemake.input.info) as handle:
     info = json.load(handle)
@@ -43,3 +45,4 @@ with atomic_path(snakemake.output.columns) as tmp:
     columns.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
 record["provenance"] = provenance({"twin": settings}, input_sha256=info["sha256"])
 write_json(snakemake.output.model, record)
+log.info("took %.1f s (%.1f s CPU)", time.perf_counter() - started, time.process_time() - cpu_started)
