@@ -22,7 +22,7 @@ networks = {info["network"] for info in infos}
 if len(networks) != 1:
     raise SystemExit(f"a restoration batch must share one network, got {sorted(networks)}")
 network = networks.pop()
-stacks = [np.load(path) for path in snakemake.input.replicas]
+stacks = [np.load(path) for path in snakemake.input.images]
 final = Path(snakemake.output[0])
 scratch = final.with_name(final.name + ".partial")
 shutil.rmtree(scratch, ignore_errors=True)

@@ -27,7 +27,7 @@ rule twin_model:
 rule restore_twin_batch:
     """Restore the twin replicas of a batch of samples that share a network, loading it once."""
     input:
-        replicas=lambda wc: [f"results/twin/{s}.replicas.npy" for s in batch_members(wc.batch)],
+        images=lambda wc: [f"results/twin/{s}.replicas.npy" for s in batch_members(wc.batch)],
         infos=lambda wc: [f"results/ingest/{s}.json" for s in batch_members(wc.batch)],
     output:
         directory("results/twin/batches/{batch}"),
