@@ -76,6 +76,8 @@ PROBE_STREAM = 1000
 #: Columns this close (px) to a crop edge that lies inside the image are not evaluated:
 #: the network sees that edge (its output moves by ~1 % of the range 96 px from a tile edge).
 CROP_CONTEXT_PX = 48
+#: Larger images are modelled on the twin region plus this many column spacings around it.
+MODEL_MARGIN_SPACINGS = 2.0
 #: Neighbours closer than this many spacings form the pairs of the shared-error fraction.
 PAIR_SPACINGS = 1.5
 #: Radius (spacings) of the local lattice of the "smoothed" truth.
@@ -229,9 +231,26 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
     if truth not in TRUTH_CHOICES:
         raise ValueError(f"twin truth '{truth}' is not one of {', '.join(TRUTH_CHOICES)}")
     image = np.asarray(raw, dtype=np.float64)
+    top, left, rows, cols = whole_box = twin_box(image.shape, max_pixels)
+    if (rows, cols) != image.shape:
+        # Model only the twin region and a margin of MODEL_MARGIN_SPACINGS spacings around it:
+        # the cost then stays bounded by max_pixels, whatever the image size.
+        reach = int(math.ceil(MODEL_MARGIN_SPACINGS * separation_px))
+        outer_top, outer_left = max(top - reach, 0), max(left - reach, 0)
+        outer_bottom = min(top + rows + reach, image.shape[0])
+        outer_right = min(left + cols + reach, image.shape[1])
+        image = image[outer_top:outer_bottom, outer_left:outer_right]
+        table = table.copy()
+        for kind in ("raw", "restored"):
+            table[f"x_{kind}_px"] -= outer_left
+            table[f"y_{kind}_px"] -= outer_top
+        start = np.rint(_preferred(table, "restored", "raw"))
+        keep = ((start[:, 0] >= 0) & (start[:, 0] <= image.shape[1] - 1)
+                & (start[:, 1] >= 0) & (start[:, 1] <= image.shape[0] - 1))
+        table = table[keep].reset_index(drop=True)
+        top, left = top - outer_top, left - outer_left
     fitted_xy = _preferred(table, "raw", "restored")
     model, noise, extra_xy = model_of_image(image, table, separation_px)
-    top, left, rows, cols = twin_box(image.shape, max_pixels)
     starts = np.rint(_preferred(table, "restored", "raw"))
     figures: dict[str, Any] = {}
     if truth == "deconvolved":
@@ -254,13 +273,13 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
         "noise_offset": noise.offset, "noise_reduced_chi_square": noise.reduced_chi_square,
         "noise_method": noise.method, "model_sigma_px": model.sigma,
         **equivalent_dose(model, noise, pixel_size_pm),
-        "twin_truth": truth, "twin_replicas": replicas, "twin_seed": seed, "twin_box": [top, left, rows, cols],
+        "twin_truth": truth, "twin_replicas": replicas, "twin_seed": seed, "twin_box": list(whole_box),
         "twin_line_jitter_px": line_jitter_px,
     })
     from remflow.crlb import image_position_crlb
 
     figures.update(image_position_crlb(region, noise, columns=_region_columns(region, columns)))
-    return TwinPlan(box=(top, left, rows, cols), columns=columns, replicas=draws.astype(np.float32),
+    return TwinPlan(box=whole_box, columns=columns, replicas=draws.astype(np.float32),
                     figures=figures)
 
 
