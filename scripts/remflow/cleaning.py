@@ -1,0 +1,229 @@
+"""Make a raw image fit to restore: lossless float32, isolated outlier pixels, SEM data bars.
+
+Each function returns what it changed, so that ingest can record it; none of them
+touches atom columns or any other real structure it cannot tell apart from a defect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+#: A float32 cast whose rounding error exceeds this fraction of the image's range loses
+#: intensity levels (float32 keeps ~7 digits: values on a large constant pedestal lose them).
+FLOAT32_TOLERANCE = 1e-6
+
+
+@dataclass
+class Float32Conversion:
+    """The float32 image and what it took: ``data = original - offset``."""
+
+    data: np.ndarray  # (rows, cols) float32
+    offset: float  # subtracted constant (0.0 when none was needed), in the file's units
+    max_error: float  # largest |float32 - (original - offset)|, file units
+    levels_kept: int | None  # distinct intensity levels after / before, when countable
+    levels_in: int | None
+    notes: list[str] = field(default_factory=list)
+
+
+def to_float32_lossless(data: np.ndarray) -> Float32Conversion:
+    """Convert to float32 without losing intensity levels where a constant offset allows it.
+
+    float16/float32 and integers up to 16 bits are exact in float32. Wider types (float64,
+    32/64-bit integers) are cast directly when that is exact to ``FLOAT32_TOLERANCE`` of the
+    range; otherwise (typically counts on a large pedestal, e.g. 1e8 + 0..72) the minimum
+    is subtracted in float64 first and kept as ``offset``. A note says when levels are
+    still lost (a range wider than float32's 24-bit mantissa resolves).
+    """
+    array = np.asarray(data)
+    if array.dtype in (np.float32, np.float16, np.bool_) or (
+            np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize <= 2):
+        return Float32Conversion(array.astype(np.float32), 0.0, 0.0, None, None)
+    values = array.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    span = high - low
+    direct = values.astype(np.float32)
+    error = float(np.max(np.abs(direct.astype(np.float64) - values)))
+    if error <= FLOAT32_TOLERANCE * span or span == 0:
+        return Float32Conversion(direct, 0.0, error, None, None)
+    shifted = values - low
+    converted = shifted.astype(np.float32)
+    error = float(np.max(np.abs(converted.astype(np.float64) - shifted)))
+    notes = [f"subtracted a constant offset of {low:.17g} (file units) before the float32 cast, which "
+             f"would otherwise round by up to {float(np.max(np.abs(direct - values))):.3g}; kept in the metadata"]
+    levels_in = levels_kept = None
+    if values.size <= 4_000_000:
+        levels_in = int(np.unique(values).size)
+        levels_kept = int(np.unique(converted).size)
+    if error > FLOAT32_TOLERANCE * span or (levels_in is not None and levels_kept < levels_in):
+        kept = f"; {levels_kept} of {levels_in} intensity levels kept" if levels_in is not None else ""
+        notes.append(f"precision lost in the float32 cast: rounding up to {error:.3g} "
+                     f"({error / span:.2g} of the range){kept}")
+    return Float32Conversion(converted, low, error, levels_kept, levels_in, notes)
+
+
+# --------------------------------------------------------------------------- outliers
+
+#: An outlier exceeds every one of its 8 neighbours by this many local noise sigmas ...
+OUTLIER_NOISE_SIGMAS = 10.0
+#: ... and by this many times the spread (max - min) of those neighbours.
+OUTLIER_SHAPE_FACTOR = 6.0
+#: More candidates than this fraction of the pixels are not isolated defects (e.g. single
+#: electron events in a counting-mode image): then nothing is replaced.
+OUTLIER_MAX_FRACTION = 1e-3
+#: At most this many replaced pixels are listed one by one.
+OUTLIER_LIST_MAX = 100
+
+_RING = np.ones((3, 3), dtype=bool)
+_RING[1, 1] = False
+
+
+@dataclass
+class OutlierPixels:
+    data: np.ndarray  # cleaned image, float32
+    pixels: list[dict[str, Any]]  # row, col, value, replaced_by (file units); listed ones only
+    count: int  # how many were replaced
+    notes: list[str] = field(default_factory=list)
+
+
+def _trimmed_std(values: np.ndarray, tail: float = 1e-3) -> float:
+    """Standard deviation of the values between the ``tail`` and 1 - ``tail`` quantiles."""
+    low, high = np.quantile(values, [tail, 1 - tail])
+    inside = values[(values >= low) & (values <= high)]
+    return float(inside.std()) if inside.size else 0.0
+
+
+def replace_outlier_pixels(image: np.ndarray) -> OutlierPixels:
+    """Replace isolated hot and dead pixels by the median of their 8 neighbours.
+
+    A pixel is an outlier when it lies above the *largest* (hot) or below the *smallest*
+    (dead) of its 8 neighbours by more than both
+
+    - ``OUTLIER_NOISE_SIGMAS`` x sigma, sigma the larger of the local noise (1.4826 x the
+      median absolute deviation of image - 3x3 median over 7x7 px) and the global noise
+      (standard deviation of that residual without its 0.1% tails), and
+    - ``OUTLIER_SHAPE_FACTOR`` x the spread of the neighbours (their max - min).
+
+    Why it leaves atom columns alone: a column is a peak several pixels wide, so its
+    neighbours rise with it; its excess over the largest neighbour is a fraction of its
+    height while the neighbours' spread is of the same order (a Gaussian column of
+    sigma 0.7 px: excess 0.64, spread 0.23 of the height, far below the factor 6; only peaks
+    narrower than about sigma 0.55 px, i.e. undersampled, look like hot pixels). In low-dose
+    images the noise term dominates: a column pixel must beat every neighbour by 10 sigma.
+    Both terms scale with the intensity, so the result does not depend on its unit.
+    When more than ``OUTLIER_MAX_FRACTION`` of the pixels qualify, they are not isolated
+    defects and nothing is replaced (a note says so). Pixels adjacent to another outlier
+    are not isolated and are not detected.
+    """
+    data = np.asarray(image, dtype=np.float32)
+    if data.ndim != 2 or min(data.shape) < 3:
+        return OutlierPixels(data, [], 0)
+    values = data.astype(np.float64)
+    residual = values - ndimage.median_filter(values, size=3, mode="reflect")
+    local = 1.4826 * ndimage.median_filter(np.abs(residual), size=7, mode="reflect")
+    sigma = np.maximum(local, _trimmed_std(residual))
+    highest = ndimage.maximum_filter(values, footprint=_RING, mode="reflect")
+    lowest = ndimage.minimum_filter(values, footprint=_RING, mode="reflect")
+    spread = highest - lowest
+    threshold = np.maximum(OUTLIER_NOISE_SIGMAS * sigma, OUTLIER_SHAPE_FACTOR * spread)
+    hot = (values - highest) > threshold
+    dead = (lowest - values) > threshold
+    flagged = (hot | dead) & (threshold > 0)
+    count = int(flagged.sum())
+    if count == 0:
+        return OutlierPixels(data, [], 0)
+    if count > OUTLIER_MAX_FRACTION * data.size:
+        return OutlierPixels(data, [], 0, [
+            f"{count} pixels stand out from all their neighbours ({count / data.size:.2%} of the image): too many "
+            "to be isolated hot/dead pixels, left as they are"])
+    replacement = ndimage.median_filter(values, footprint=_RING, mode="reflect")
+    cleaned = data.copy()
+    cleaned[flagged] = replacement[flagged].astype(np.float32)
+    rows, cols = np.nonzero(flagged)
+    listed = [{"row": int(r), "col": int(c), "value": float(values[r, c]), "replaced_by": float(replacement[r, c]),
+               "kind": "hot" if hot[r, c] else "dead"} for r, c in list(zip(rows, cols))[:OUTLIER_LIST_MAX]]
+    note = (f"replaced {count} isolated hot/dead pixel(s) by the median of their neighbours"
+            + (f" (first {OUTLIER_LIST_MAX} listed)" if count > OUTLIER_LIST_MAX else ""))
+    return OutlierPixels(cleaned, listed, count, [note])
+
+
+# --------------------------------------------------------------------------- SEM data bars
+
+#: A bar is looked for in this bottom fraction of the image.
+BAR_SEARCH_FRACTION = 0.3
+#: A row is "flat" (a bar's border line or background) when one value fills this fraction of it.
+FLAT_ROW_FRACTION = 0.95
+#: Inside a bar, one value (its background) fills at least this fraction of every row.
+BAR_ROW_FRACTION = 0.5
+
+
+class DataBarUnknown(ValueError):
+    """A data bar seems burned into the image but its height cannot be known."""
+
+
+def _dominant_fraction(row: np.ndarray) -> float:
+    _, counts = np.unique(row, return_counts=True)
+    return float(counts.max()) / row.size
+
+
+def data_bar_height(data: np.ndarray, original_metadata: dict[str, Any]) -> tuple[int, str]:
+    """Rows of an SEM image's bottom that are the instrument's data bar, and how that is known.
+
+    - FEI/Thermo TIFFs: ``fei_metadata.Image.ResolutionY`` is the scanned height (the rest
+      is the bar), else ``fei_metadata.PrivateFei.DatabarHeight``.
+    - Others (Zeiss writes no bar height: its ``dp_image_store`` is the stored size, bar
+      included): the bar is found in the pixels. Zeiss draws it as a block at the bottom
+      framed by uniform lines, on a uniform background: from the topmost *flat* row (one
+      value fills ``FLAT_ROW_FRACTION`` of it) in the bottom ``BAR_SEARCH_FRACTION``, every
+      row down to the last flat row is dominated (``BAR_ROW_FRACTION``) by one value. Rows
+      below it (Zeiss leaves one or two) are cut too.
+
+    Returns (0, reason) when there is no bar. Raises DataBarUnknown when flat rows are
+    there but do not frame a bar, so the height is unknown.
+    """
+    rows = int(data.shape[0])
+    fei = original_metadata.get("fei_metadata") or {}
+    if fei:
+        scanned = (fei.get("Image") or {}).get("ResolutionY")
+        bar = (fei.get("PrivateFei") or {}).get("DatabarHeight")
+        if scanned is not None and 0 < int(scanned) <= rows:
+            return rows - int(scanned), f"FEI metadata: Image.ResolutionY = {int(scanned)} of {rows} rows"
+        if bar is not None and 0 <= int(bar) < rows:
+            return int(bar), f"FEI metadata: PrivateFei.DatabarHeight = {int(bar)}"
+    first = rows - max(1, int(round(BAR_SEARCH_FRACTION * rows)))
+    dominant = np.array([_dominant_fraction(data[r]) for r in range(first, rows)])
+    flat = np.nonzero(dominant >= FLAT_ROW_FRACTION)[0]
+    if flat.size == 0:
+        return 0, "no data bar: no uniform rows at the bottom"
+    top, last = int(flat[0]), int(flat[-1])
+    if top == last and top < len(dominant) - 1:
+        # One uniform line above image rows: a dropped scan line, not a bar.
+        if dominant[top + 1:].max() < BAR_ROW_FRACTION:
+            return 0, "no data bar: a single uniform row"
+    if last - top >= 2 and np.all(dominant[top:last + 1] >= BAR_ROW_FRACTION):
+        return rows - (first + top), (f"found in the pixels: rows {first + top}..{first + last} are a "
+                                      "uniform block framed by flat lines (the vendor gives no bar height)")
+    raise DataBarUnknown(
+        f"the bottom rows look like an instrument data bar (uniform rows {first + top}..{first + last}) but its "
+        "height is not in the metadata and the rows do not frame a clear bar; crop the bar off the image")
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Robust estimate of the pixel noise (file units): 1.4826 x the median absolute deviation of
+    the image minus its 3x3 median, corrected for the median filter (x 1/sqrt(1 - 1/9 * pi/2)...).
+
+    Used to compare raw and restored images that have no atom columns. For white noise of
+    sigma s on a smooth image it returns about s (measured on synthetic noise: within 5%).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    residual = values - ndimage.median_filter(values, size=3, mode="reflect")
+    mad = float(np.median(np.abs(residual - np.median(residual))))
+    # The residual of a 3x3 median keeps about 0.83 of white noise's deviation (measured).
+    return 1.4826 * mad / _MEDIAN_RESIDUAL_FACTOR if math.isfinite(mad) else float("nan")
+
+
+_MEDIAN_RESIDUAL_FACTOR = 0.83
