@@ -5,7 +5,7 @@ import json
 import hyperspy.api as hs
 import pandas as pd
 
-from remflow.figures import plot_sample
+from remflow.figures import plot_no_columns, plot_sample
 from remflow.runlog import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -20,6 +20,9 @@ restored = hs.load(snakemake.input.restored, lazy=False).data
 columns = pd.read_csv(snakemake.input.columns)
 # The scale bar is horizontal: use the x pixel size when the axes differ.
 pixel_size_pm = info.get("pixel_size_x_pm") or info.get("pixel_size_pm")
-plot_sample(raw, restored, columns, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm,
-            separation_px=fit.get("separation_px"))
+if columns.empty:  # SEM, LR or no lattice: images and their noise, no empty precision panels
+    plot_no_columns(raw, restored, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm)
+else:
+    plot_sample(raw, restored, columns, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm,
+                separation_px=fit.get("separation_px"))
 log.info("wrote %s", snakemake.output[0])

@@ -113,3 +113,17 @@ def choose_network(*, sample: str, modality: str, resolution: str, metadata: dic
         resolution_reason = f"pixel size {pixel_size_pm:.4g} pm {relation} {hr_max_pixel_pm:g} pm"
     return NetworkChoice(modality=modality, resolution=resolution,
                          modality_reason=modality_reason, resolution_reason=resolution_reason)
+
+
+#: Status of an image that is restored but, by its kind, has no atom columns to fit.
+NO_COLUMNS_STATUS = "restored (no atom columns)"
+
+
+def expects_columns(modality: str | None, resolution: str | None) -> bool:
+    """Whether atom columns can be in an image of this kind: HR STEM or TEM only.
+
+    SEM images (surfaces, secondary electrons) and low-resolution images of any kind
+    are restored but never fitted; an HR image where no lattice is found is different:
+    it says "no lattice found".
+    """
+    return modality in ("stem", "tem") and resolution == "hr"
