@@ -16,6 +16,8 @@ from scipy import ndimage
 #: A float32 cast whose rounding error exceeds this fraction of the image's range loses
 #: intensity levels (float32 keeps ~7 digits: values on a large constant pedestal lose them).
 FLOAT32_TOLERANCE = 1e-6
+#: ... or, for images with noise, more than this fraction of the pixel noise.
+FLOAT32_NOISE_FRACTION = 1e-3
 
 
 @dataclass
@@ -34,10 +36,12 @@ def to_float32_lossless(data: np.ndarray) -> Float32Conversion:
     """Convert to float32 without losing intensity levels where a constant offset allows it.
 
     float16/float32 and integers up to 16 bits are exact in float32. Wider types (float64,
-    32/64-bit integers) are cast directly when that is exact to ``FLOAT32_TOLERANCE`` of the
-    range; otherwise (typically counts on a large pedestal, e.g. 1e8 + 0..72) the minimum
-    is subtracted in float64 first and kept as ``offset``. A note says when levels are
-    still lost (a range wider than float32's 24-bit mantissa resolves).
+    32/64-bit integers) are cast directly when the rounding stays below the larger of
+    ``FLOAT32_NOISE_FRACTION`` of the pixel noise (:func:`noise_sigma`; for noise-free
+    images ``FLOAT32_TOLERANCE`` of the range); otherwise (typically counts on a large pedestal,
+    1e8 + 0..72: float32 keeps 10 of 66 levels) the minimum is subtracted in float64 first
+    and kept as ``offset``. A note says when levels are still lost (e.g. a pedestal with a
+    pixel far below it, or a range wider than float32's 24-bit mantissa resolves).
     """
     array = np.asarray(data)
     if array.dtype in (np.float32, np.float16, np.bool_) or (
@@ -47,22 +51,27 @@ def to_float32_lossless(data: np.ndarray) -> Float32Conversion:
     low, high = float(values.min()), float(values.max())
     span = high - low
     direct = values.astype(np.float32)
-    error = float(np.max(np.abs(direct.astype(np.float64) - values)))
-    if error <= FLOAT32_TOLERANCE * span or span == 0:
-        return Float32Conversion(direct, 0.0, error, None, None)
+    direct_error = float(np.max(np.abs(direct.astype(np.float64) - values)))
+    if direct_error == 0 or span == 0:
+        return Float32Conversion(direct, 0.0, direct_error, None, None)
+    sigma = noise_sigma(values - low) if values.ndim == 2 and min(values.shape) >= 2 else 0.0
+    # Noise-free images (simulations) have no noise to compare with: then the range.
+    tolerance = FLOAT32_NOISE_FRACTION * sigma if sigma > 0 else FLOAT32_TOLERANCE * span
+    if direct_error <= tolerance:
+        return Float32Conversion(direct, 0.0, direct_error, None, None)
     shifted = values - low
     converted = shifted.astype(np.float32)
     error = float(np.max(np.abs(converted.astype(np.float64) - shifted)))
     notes = [f"subtracted a constant offset of {low:.17g} (file units) before the float32 cast, which "
-             f"would otherwise round by up to {float(np.max(np.abs(direct - values))):.3g}; kept in the metadata"]
+             f"would otherwise round by up to {direct_error:.3g} (noise sigma {sigma:.3g}); kept in the metadata"]
     levels_in = levels_kept = None
     if values.size <= 4_000_000:
         levels_in = int(np.unique(values).size)
         levels_kept = int(np.unique(converted).size)
-    if error > FLOAT32_TOLERANCE * span or (levels_in is not None and levels_kept < levels_in):
+    if error > tolerance:
         kept = f"; {levels_kept} of {levels_in} intensity levels kept" if levels_in is not None else ""
         notes.append(f"precision lost in the float32 cast: rounding up to {error:.3g} "
-                     f"({error / span:.2g} of the range){kept}")
+                     f"(pixel noise sigma {sigma:.3g}){kept}")
     return Float32Conversion(converted, low, error, levels_kept, levels_in, notes)
 
 
@@ -72,6 +81,10 @@ def to_float32_lossless(data: np.ndarray) -> Float32Conversion:
 OUTLIER_NOISE_SIGMAS = 10.0
 #: ... and by this many times the spread (max - min) of those neighbours.
 OUTLIER_SHAPE_FACTOR = 6.0
+#: ... and lies beyond the median by this many times the distance of the image's
+#: ``OUTLIER_QUANTILE`` / 1 - ``OUTLIER_QUANTILE`` quantile from the median.
+OUTLIER_GLOBAL_FACTOR = 3.0
+OUTLIER_QUANTILE = 1e-3
 #: More candidates than this fraction of the pixels are not isolated defects (e.g. single
 #: electron events in a counting-mode image): then nothing is replaced.
 OUTLIER_MAX_FRACTION = 1e-3
@@ -103,10 +116,17 @@ def replace_outlier_pixels(image: np.ndarray) -> OutlierPixels:
     A pixel is an outlier when it lies above the *largest* (hot) or below the *smallest*
     (dead) of its 8 neighbours by more than both
 
-    - ``OUTLIER_NOISE_SIGMAS`` x sigma, sigma the larger of the local noise (1.4826 x the
-      median absolute deviation of image - 3x3 median over 7x7 px) and the global noise
-      (standard deviation of that residual without its 0.1% tails), and
-    - ``OUTLIER_SHAPE_FACTOR`` x the spread of the neighbours (their max - min).
+    - ``OUTLIER_NOISE_SIGMAS`` x sigma, sigma the largest of three estimates of the noise of
+      the residual image - 3x3 median: over the 7x7 px around the pixel, its robust deviation
+      (1.4826 x median absolute value) and its standard deviation without the pixel itself
+      (which follows Poisson noise up a column's flank in low-dose images), and over the whole
+      image its standard deviation without the 0.1% tails, and
+    - ``OUTLIER_SHAPE_FACTOR`` x the spread of the neighbours (their max - min),
+
+    and lies far outside the whole image's distribution: beyond the median by more than
+    ``OUTLIER_GLOBAL_FACTOR`` times the distance of the 99.9th (hot) or 0.1th (dead)
+    percentile from it. Without the last condition single electron events of a sparse
+    low-dose image (2 counts among zeros) would be taken for hot pixels.
 
     Why it leaves atom columns alone: a column is a peak several pixels wide, so its
     neighbours rise with it; its excess over the largest neighbour is a fraction of its
@@ -123,15 +143,24 @@ def replace_outlier_pixels(image: np.ndarray) -> OutlierPixels:
     if data.ndim != 2 or min(data.shape) < 3:
         return OutlierPixels(data, [], 0)
     values = data.astype(np.float64)
-    residual = values - ndimage.median_filter(values, size=3, mode="reflect")
-    local = 1.4826 * ndimage.median_filter(np.abs(residual), size=7, mode="reflect")
-    sigma = np.maximum(local, _trimmed_std(residual))
-    highest = ndimage.maximum_filter(values, footprint=_RING, mode="reflect")
-    lowest = ndimage.minimum_filter(values, footprint=_RING, mode="reflect")
+    # "mirror", not "reflect": reflection would make an edge pixel its own neighbour.
+    residual = values - ndimage.median_filter(values, size=3, mode="mirror")
+    robust_local = 1.4826 * ndimage.median_filter(np.abs(residual), size=7, mode="mirror")
+    # The residual's standard deviation over 7x7 without the pixel itself: near a column in a
+    # low-dose (Poisson) image it grows with the counts, where the robust one may stay 0.
+    window = 7 * 7
+    mean_square = ndimage.uniform_filter(residual**2, size=7, mode="mirror")
+    local = np.sqrt(np.maximum(mean_square * window - residual**2, 0.0) / (window - 1))
+    sigma = np.maximum(np.maximum(robust_local, local), _trimmed_std(residual))
+    highest = ndimage.maximum_filter(values, footprint=_RING, mode="mirror")
+    lowest = ndimage.minimum_filter(values, footprint=_RING, mode="mirror")
     spread = highest - lowest
     threshold = np.maximum(OUTLIER_NOISE_SIGMAS * sigma, OUTLIER_SHAPE_FACTOR * spread)
-    hot = (values - highest) > threshold
-    dead = (lowest - values) > threshold
+    # ... and far outside the whole image's distribution: a single event in a sparse low-dose
+    # image beats its (empty) neighbours but not the brightest column pixels.
+    low_q, centre, high_q = np.quantile(values, [OUTLIER_QUANTILE, 0.5, 1 - OUTLIER_QUANTILE])
+    hot = ((values - highest) > threshold) & (values - centre > OUTLIER_GLOBAL_FACTOR * (high_q - centre))
+    dead = ((lowest - values) > threshold) & (centre - values > OUTLIER_GLOBAL_FACTOR * (centre - low_q))
     flagged = (hot | dead) & (threshold > 0)
     count = int(flagged.sum())
     if count == 0:
@@ -140,7 +169,7 @@ def replace_outlier_pixels(image: np.ndarray) -> OutlierPixels:
         return OutlierPixels(data, [], 0, [
             f"{count} pixels stand out from all their neighbours ({count / data.size:.2%} of the image): too many "
             "to be isolated hot/dead pixels, left as they are"])
-    replacement = ndimage.median_filter(values, footprint=_RING, mode="reflect")
+    replacement = ndimage.median_filter(values, footprint=_RING, mode="mirror")
     cleaned = data.copy()
     cleaned[flagged] = replacement[flagged].astype(np.float32)
     rows, cols = np.nonzero(flagged)

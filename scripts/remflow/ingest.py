@@ -41,6 +41,9 @@ LENGTH_UNITS_PM: dict[str, float] = {
 #: Units that say "no length calibration" (same normalisation).
 UNCALIBRATED_UNITS = {"", "px", "pixel", "pixels", "points", "<undefined>", "undefined", "none", "[]", "unknown"}
 
+#: Unit strings that every reader takes as lengths (HyperSpy's own conversion included).
+_SI_LENGTHS = {"m", "cm", "mm", "µm", "μm", "um", "nm", "pm"}
+
 #: Below this size in either direction an image is refused as too small to restore.
 MIN_IMAGE_PX = 16
 
@@ -573,10 +576,11 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
         size_x = size_y = float(pixel_size_pm)
         source = "sample sheet pixel_size_pm"
     elif size_x is not None and size_y is not None:
-        # Written in pm so that every later reader sees a unit remflow knows.
-        x_axis.scale, x_axis.units = size_x, "pm"
-        y_axis.scale, y_axis.units = size_y, "pm"
-    else:
+        if not all(str(axis.units).strip() in _SI_LENGTHS for axis in (x_axis, y_axis)):
+            # n_m, Å, a missing unit, ImageJ's: written in pm, which every later reader knows.
+            x_axis.scale, x_axis.units = size_x, "pm"
+            y_axis.scale, y_axis.units = size_y, "pm"
+    elif not all(math.isfinite(axis.scale) and axis.scale > 0 for axis in (x_axis, y_axis)):
         for axis in (x_axis, y_axis):
             axis.scale, axis.units = 1.0, "px"
     return RawImage(signal=image, pixel_size_x_pm=size_x, pixel_size_y_pm=size_y,
