@@ -208,8 +208,9 @@ def data_bar_height(data: np.ndarray, original_metadata: dict[str, Any]) -> tupl
       included): the bar is found in the pixels. Zeiss draws it as a block at the bottom
       framed by uniform lines, on a uniform background: from the topmost *flat* row (one
       value fills ``FLAT_ROW_FRACTION`` of it) in the bottom ``BAR_SEARCH_FRACTION``, every
-      row down to the last flat row is dominated (``BAR_ROW_FRACTION``) by one value. Rows
-      below it (Zeiss leaves one or two) are cut too.
+      row down to the last flat row is dominated (``BAR_ROW_FRACTION``) by one value, and
+      some hold text (are not flat). Rows below it (Zeiss leaves one or two) are cut too.
+      Flat rows only (a blank part of the scan) are no bar.
 
     Returns (0, reason) when there is no bar. Raises DataBarUnknown when flat rows are
     there but do not frame a bar, so the height is unknown.
@@ -233,7 +234,11 @@ def data_bar_height(data: np.ndarray, original_metadata: dict[str, Any]) -> tupl
         # One uniform line above image rows: a dropped scan line, not a bar.
         if dominant[top + 1:].max() < BAR_ROW_FRACTION:
             return 0, "no data bar: a single uniform row"
-    if last - top >= 2 and np.all(dominant[top:last + 1] >= BAR_ROW_FRACTION):
+    block = dominant[top:last + 1]
+    if np.all(block >= FLAT_ROW_FRACTION):
+        # Uniform rows without any text: a blank (e.g. black) part of the scan, not a bar.
+        return 0, "no data bar: uniform rows without text at the bottom"
+    if last - top >= 2 and np.all(block >= BAR_ROW_FRACTION):
         return rows - (first + top), (f"found in the pixels: rows {first + top}..{first + last} are a "
                                       "uniform block framed by flat lines (the vendor gives no bar height)")
     raise DataBarUnknown(
