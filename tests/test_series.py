@@ -60,6 +60,27 @@ def test_series_formula_recovers_known_scatter_and_drift_and_cannot_see_static_e
     assert scale == pytest.approx(np.sqrt(2 / 1 * 3 / 2)) and np.allclose(residuals, 0)
 
 
+@pytest.mark.parametrize("dose", [300, 10000])
+def test_series_precision_of_raw_fits_matches_their_truth_at_low_and_high_dose(tmp_path, dose):
+    """fit_series on the raw frames alone (no network): the series figure against the truth RMSE."""
+    from remflow.frames import fit_series
+    from remflow.synthetic import Degradation, LatticeSpec, write_series
+
+    spec = LatticeSpec(shape=SERIES_SHAPE, spacing_px=SPACING, sigma_px=2.5, seed=3)
+    truth = write_series(spec, Degradation(dose_e_per_A2=dose, seed=11), SERIES_SHIFTS,
+                         tmp_path / "series.hspy", tmp_path / "truth.csv")
+    stack = hs.load(tmp_path / "series.hspy").data
+    fit = fit_series(stack, stack, refine="batched")
+    assert fit.status == "ok", fit.status
+    print(f"coarse shifts {np.round(fit.shifts_px, 2).tolist()}")
+    assert np.allclose(fit.shifts_px, SERIES_SHIFTS, atol=0.3)  # coarse: the fits need ~0.5 px
+    figures = series_precision(fit.table, image_shape=SERIES_SHAPE, separation_px=fit.separation_px, n_boot=200)
+    truth_rmse, _ = _truth_rmse_raw(fit.table, truth)
+    print(f"dose {dose}: series precision raw {figures['series_precision_raw_px']:.4f} px, "
+          f"truth RMSE raw {truth_rmse:.4f} px")
+    assert figures["series_precision_raw_px"] == pytest.approx(truth_rmse, rel=0.15)
+
+
 # --------------------------------------------------------------------------- reading and restoring stacks
 
 
@@ -141,7 +162,7 @@ def _truth_rmse_raw(columns: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, 
                   & (matched["x_px"] <= SERIES_SHAPE[1] - 1 - SPACING)
                   & (matched["y_px"] <= SERIES_SHAPE[0] - 1 - SPACING)).to_numpy()
         good = (rows["fit_ok_raw"].astype(bool) & rows["fit_ok_restored"].astype(bool)).to_numpy()
-        good &= inside & (distance < 0.5 * SPACING)
+        good = good & inside & (distance < 0.5 * SPACING)
         squared[int(frame)] = dict(zip(rows["column_id"].to_numpy()[good], distance[good] ** 2))
     every = set.intersection(*(set(d) for d in squared.values()))
     per_frame = [float(np.sqrt(np.mean([squared[f][c] for c in every]))) for f in sorted(squared)]
@@ -166,8 +187,13 @@ def test_series_precision_matches_the_truth_of_the_raw_fits(series_run):
     assert precision["series_precision_raw_px_ci_low"] < series < precision["series_precision_raw_px_ci_high"]
     assert precision["series_n_frames"] == 5 and precision["series_n_columns_used"] >= 30
     # Drift: the mean column shift of each frame is the imposed one.
-    drift = np.asarray(precision["series_drift_raw_px"])
-    assert np.allclose(drift, np.asarray(SERIES_SHIFTS) - SERIES_SHIFTS[0], atol=0.05)
+    # Drift: each frame's mean column shift is the imposed one, within 4 standard errors of the
+    # difference of two frames' means of the raw fits (radial scatter / sqrt(columns) per axis; the
+    # restored fits inherit the raw noise, so their series scatter cannot bound their drift error).
+    tolerance = 4 * series / np.sqrt(precision["series_n_columns_used"])
+    for kind in ("raw", "restored"):
+        drift = np.asarray(precision[f"series_drift_{kind}_px"])
+        assert np.allclose(drift, np.asarray(SERIES_SHIFTS) - SERIES_SHIFTS[0], atol=tolerance), kind
     # Without truth the verdict rests on the series figure, and the summary says so.
     summary = pd.read_csv(series_run / "results" / "summary.csv").set_index("sample")
     row = summary.loc["series"]

@@ -126,7 +126,8 @@ def sample_title(sample: str, precision: dict[str, Any]) -> str:
     n_columns = precision.get("n_columns")
     lines = [f"{sample}   |   network {precision.get('network')}   |   "
              f"{0 if n_columns is None else int(n_columns)} columns fitted   |   status: {precision.get('status')}"]
-    for prefix, name in (("lattice_rms", "lattice RMS"), ("truth_rmse", "truth RMSE"),
+    first = " (frame 0)" if _value(precision, "series_n_frames") else ""  # a series: single-image figures of frame 0
+    for prefix, name in (("lattice_rms", f"lattice RMS{first}"), ("truth_rmse", f"truth RMSE{first}"),
                          ("series_precision", f"series precision ({_count(precision, 'series_n_frames')} frames)")):
         if _value(precision, f"{prefix}_raw_px") is not None:
             lines.append(f"{name}: raw {_measure(precision, prefix, 'raw')}   →   "
@@ -390,8 +391,7 @@ def plot_series_panels(drift_axis: Any, scatter_axis: Any, text_axis: Any, preci
     drift_axis.set_title("drift: mean column shift from frame 0")
     drift_axis.set_xlabel("frame")
     drift_axis.set_ylabel("shift (px)")
-    scatter_axis.set_title("per-frame scatter of each column about its mean position
-"
+    scatter_axis.set_title("per-frame scatter of each column about its mean position\n"
                            "(dashed: series precision over all frames)")
     scatter_axis.set_xlabel("frame")
     scatter_axis.set_ylabel("RMS deviation, radial (px)")

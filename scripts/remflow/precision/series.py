@@ -43,7 +43,18 @@ similar mistakes: a restored series precision can look better than the restored 
 scan distortions identical in every frame, and real static displacements (structure) are
 invisible; so is a uniform error of the drift itself. It measures precision, not accuracy.
 
-Validation: VALIDATION_TODO
+Validation (measured, ``tests/test_series.py``; ``PYTHONPATH=scripts .venv/bin/python -m pytest
+tests/test_series.py -s``): synthetic 5-frame series of a 120x120 px square lattice (12 px
+spacing, 2.5 px wide columns, 20 pm pixels), drifting ~1 px per frame ((0, 0) ... (3.6, -2.2)
+px), independent shot noise per frame; the truth RMSE of the raw fits is taken over the same
+columns and frames. Raw fits from shared starts (``fit_series`` on the raw frames):
+300 e/Å²: series 0.247 px vs truth 0.261 px (-5%); 10000 e/Å²: 0.0539 vs 0.0554 px (-3%).
+Whole workflow (each frame restored by ``sfr_hrstem``) at 1000 e/Å²: raw 0.152 px vs truth
+0.155 px (-2%); restored 0.071 px vs its truth RMSE 0.079 px (-10%: the restored error repeats
+in part from frame to frame, as the prior does). The series figure runs slightly below the
+truth because a static part of the error (a neighbour's tail, pixel phase) is invisible to it.
+A formula check with set independent errors (0.1 px per axis, 196 columns, 5 frames) gives the
+set value within 5% and is unchanged by static per-column offsets.
 """
 
 from __future__ import annotations
