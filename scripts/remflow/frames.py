@@ -9,7 +9,10 @@ from the same starting positions, as a single image's raw and restored fits are:
    of Hann-windowed frames, and the shifts are chained. The window makes the correlation
    peak nearest zero shift the strongest, so a lattice, whose correlation repeats every
    lattice vector, is registered to the nearest copy: frame-to-frame drift must stay below
-   half a column spacing (accumulated drift over the series may be larger).
+   half a column spacing (accumulated drift over the series may be larger) for the drift to
+   be right. Beyond that the starts land on neighbouring columns, the same lattice vector for
+   every column of a frame, which the series estimator's drift correction absorbs on a regular
+   lattice (7 px steps at 12 px spacing: series precision 0.152 px, truth RMSE 0.156 px).
 2. **Columns found once** (:func:`fit_series`): on the mean of the registered restored frames
    (frame 0's coordinates), with :func:`remflow.columns.fit_columns` (the same finder,
    lattice checks and second-sublattice recipe as a single image); its restored fit gives the
