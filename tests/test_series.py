@@ -55,6 +55,13 @@ def test_series_formula_recovers_known_scatter_and_drift_and_cannot_see_static_e
     biased = series_precision(_lattice_table(positions + static), image_shape=(205, 205), separation_px=12.0,
                               n_boot=300)
     assert biased["series_precision_raw_px"] == pytest.approx(figures["series_precision_raw_px"], rel=1e-9)
+    # Columns missing from some frames (failed fits, drifted out): the same figure within its error.
+    table = _lattice_table(positions)
+    table.loc[rng.random(len(table)) < 0.15, "fit_ok_raw"] = False
+    gappy = series_precision(table, image_shape=(205, 205), separation_px=12.0, n_boot=300)
+    assert gappy["series_n_columns_used"] >= 0.9 * len(grid) and gappy["series_n_frames"] == 5
+    assert gappy["series_precision_raw_px"] == pytest.approx(expected, rel=0.06)
+    assert np.allclose(gappy["series_drift_raw_px"], drift, atol=0.04)
     # The k factor makes the double-centred residuals unbiased: 2 frames, 3 columns, exact.
     residuals, _, scale = series_residuals(np.zeros((2, 3, 2)) + np.array([[[1.0, 0.0]], [[0.0, 0.0]]]))
     assert scale == pytest.approx(np.sqrt(2 / 1 * 3 / 2)) and np.allclose(residuals, 0)

@@ -377,18 +377,18 @@ def plot_series_panels(drift_axis: Any, scatter_axis: Any, text_axis: Any, preci
         drift = precision.get(f"series_drift_{kind}_px")
         if drift:
             drift = np.asarray(drift, dtype=np.float64)
-            frames = np.arange(len(drift))
+            frames = np.asarray(precision.get("series_frames") or np.arange(len(drift)))
             style = "-" if kind == "raw" else ":"
             drift_axis.plot(frames, drift[:, 0], style, marker="o", color="#2ca02c", label=f"x, {kind}")
             drift_axis.plot(frames, drift[:, 1], style, marker="s", color="#9467bd", label=f"y, {kind}")
         values = precision.get(f"series_frame_rms_{kind}_px")
         if values:
-            frames = np.arange(len(values))
+            frames = np.asarray(precision.get("series_frames") or np.arange(len(values)))
             scatter_axis.plot(frames, values, "-o", color=KIND_COLOURS[kind], label=f"{kind}")
             total = _value(precision, f"series_precision_{kind}_px")
             if total is not None:
                 scatter_axis.axhline(total, color=KIND_COLOURS[kind], linestyle="--", linewidth=1)
-    drift_axis.set_title("drift: mean column shift from frame 0")
+    drift_axis.set_title("drift: mean column shift from the first frame")
     drift_axis.set_xlabel("frame")
     drift_axis.set_ylabel("shift (px)")
     scatter_axis.set_title("per-frame scatter of each column about its mean position\n"
@@ -401,11 +401,11 @@ def plot_series_panels(drift_axis: Any, scatter_axis: Any, text_axis: Any, preci
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="best", fontsize=8)
         else:
-            axis.text(0.5, 0.5, "no column usable in every frame", ha="center", va="center", transform=axis.transAxes)
+            axis.text(0.5, 0.5, "too few columns seen in several frames", ha="center", va="center", transform=axis.transAxes)
     text_axis.set_axis_off()
     text_axis.text(0.0, 1.0, "\n".join([
         f"frame series: {_count(precision, 'series_n_frames')} frames, "
-        f"{_count(precision, 'series_n_columns_used')} columns in every frame",
+        f"{_count(precision, 'series_n_columns_used')} columns (each in >= half the frames)",
         f"series precision raw: {_measure(precision, 'series_precision', 'raw')}",
         f"series precision restored: {_measure(precision, 'series_precision', 'restored')}",
         f"series gain: {format_interval(precision, 'series_gain', '')} -> {precision.get('series_verdict')}",

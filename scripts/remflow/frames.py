@@ -183,30 +183,31 @@ def fit_series(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | 
 def mean_frame_view(raw: np.ndarray, restored: np.ndarray, table: pd.DataFrame, *, separation_px: float | None,
                     coarse_shifts_px: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """What the per-sample figure shows of a series: the registered mean raw and restored frames
-    (frame 0's coordinates) and one row per column usable in every frame, at its drift-corrected
-    mean position (COLUMN_FIELDS; sigma and amplitude averaged over frames).
+    (the first used frame's coordinates) and one row per column of the series figure
+    (:func:`remflow.precision.series.series_observations`), at its drift-corrected mean position
+    (COLUMN_FIELDS; sigma and amplitude averaged over its frames).
 
     Each kind is registered with its own fine drift (mean column shift); without usable
     columns, with ``coarse_shifts_px`` (or none) and an empty table.
     """
-    from remflow.precision.series import mean_positions, series_columns, series_positions, series_residuals
+    from remflow.precision.series import mean_positions, series_observations
 
     raw = np.asarray(raw, dtype=np.float64)
     restored = np.asarray(restored, dtype=np.float64)
-    columns = (series_columns(table, image_shape=raw.shape[1:], separation_px=separation_px)
-               if separation_px and len(table) else np.empty(0, dtype=int))
-    if len(columns) < 3:
+    columns, frames, observed = (series_observations(table, image_shape=raw.shape[1:], separation_px=separation_px)
+                                 if separation_px and len(table) else (np.empty(0, dtype=int), [], None))
+    if len(columns) < 3 or len(frames) < 2:
         shifts = np.zeros((len(raw), 2)) if coarse_shifts_px is None else np.asarray(coarse_shifts_px, dtype=np.float64)
         return registered_mean(raw, shifts), registered_mean(restored, shifts), pd.DataFrame(columns=COLUMN_FIELDS)
     means = []
-    view = table[(table["frame"] == table["frame"].min()) & table["column_id"].isin(columns)]
+    view = table[(table["frame"] == frames[0]) & table["column_id"].isin(columns)]
     view = view.sort_values("column_id").reset_index(drop=True)[COLUMN_FIELDS].copy()
-    chosen = table[table["column_id"].isin(columns)]
+    chosen = table[table["column_id"].isin(columns) & table["frame"].isin(frames)]
     for kind, stack in (("raw", raw), ("restored", restored)):
-        _, drift, _ = series_residuals(series_positions(table, kind, columns))
-        means.append(registered_mean(stack, drift))
-        xy = mean_positions(table, kind, columns)
+        xy, drift = mean_positions(table, kind, columns, frames, observed)
+        means.append(registered_mean(stack[frames], drift))
         view[f"x_{kind}_px"], view[f"y_{kind}_px"] = xy[:, 0], xy[:, 1]
         for name in (f"sigma_x_{kind}_px", f"sigma_y_{kind}_px", f"amplitude_{kind}"):
             view[name] = chosen.groupby("column_id")[name].mean().loc[columns].to_numpy()
+    view["fit_ok_raw"] = view["fit_ok_restored"] = True
     return means[0], means[1], view
