@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,15 +114,17 @@ def _truth_of_frame(truth: pd.DataFrame | None, frame: int) -> np.ndarray | None
 
 def fit_series(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | None = None,
                second_sublattice: bool = False, refine: str = "atomap", min_columns: int = 20,
-               truth: pd.DataFrame | None = None) -> SeriesFit:
+               truth: pd.DataFrame | None = None, contrast: str = "bright", **find_options: Any) -> SeriesFit:
     """Columns of a frame series, fitted from the same starts on every raw and restored frame.
 
     ``raw`` and ``restored``: stacks (n_frames, rows, cols) of one shape, n_frames >= 2.
-    Other arguments as :func:`remflow.columns.fit_columns`; ``truth`` may carry a ``frame``
-    column (true positions per frame, e.g. with drift), else the same positions hold in
-    every frame. Rows are sorted by frame, then column_id; a column has the same
-    column_id in every frame. Raises ValueError for stacks of another shape or with
-    fewer than 2 frames.
+    Other arguments as :func:`remflow.columns.fit_columns`, which finds the columns on the
+    mean frames (``find_options`` are passed on to it, e.g. a region of interest);
+    ``contrast`` "dark": columns are minima, every frame is negated before refinement (and
+    the finder is told). ``truth`` may carry a ``frame`` column (true positions per frame,
+    e.g. with drift), else the same positions hold in every frame. Rows are sorted by frame,
+    then column_id; a column has the same column_id in every frame. Raises ValueError for
+    stacks of another shape or with fewer than 2 frames.
     """
     from remflow.precision import match_nearest
 
@@ -133,16 +136,20 @@ def fit_series(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | 
     with_truth = truth is not None
     shifts = frame_shifts(restored)
     log.info("coarse drift over %d frames: %s px", n_frames, np.round(shifts, 2).tolist())
+    if contrast != "bright":  # only then: a finder without dark-column support must not be asked
+        find_options["contrast"] = contrast
     mean_fit = fit_columns(registered_mean(raw, shifts), registered_mean(restored, shifts),
                            separation_px=separation_px, second_sublattice=second_sublattice, refine=refine,
-                           min_columns=min_columns)
+                           min_columns=min_columns, **find_options)
     empty = pd.DataFrame(columns=["frame"] + COLUMN_FIELDS + (TRUTH_FIELDS if with_truth else []))
-    if mean_fit.status != "ok":
+    if not mean_fit.status.startswith("ok") or len(mean_fit.table) == 0:
         return SeriesFit(empty, mean_fit.status, mean_fit.separation_px, shifts, n_frames)
     spacing = float(mean_fit.separation_px)
     found = mean_fit.table[mean_fit.table["fit_ok_restored"].astype(bool)]
     groups = [(name, group[["x_restored_px", "y_restored_px"]].to_numpy(np.float64))
               for name, group in found.groupby("sublattice", sort=True) if len(group) >= 2]
+    if contrast == "dark":  # atomap's recipe for dark columns: fit the negated image
+        raw, restored = -raw, -restored
     frames = []
     for index in range(n_frames):
         offset = shifts[index]
@@ -177,7 +184,7 @@ def fit_series(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | 
     table = pd.concat(frames, ignore_index=True)[["frame"] + COLUMN_FIELDS + (TRUTH_FIELDS if with_truth else [])]
     log.info("%d columns refined on %d raw and %d restored frames, spacing %.3f px",
              len(frames[0]), n_frames, n_frames, spacing)
-    return SeriesFit(table, "ok", spacing, shifts, n_frames)
+    return SeriesFit(table, mean_fit.status, spacing, shifts, n_frames)
 
 
 def mean_frame_view(raw: np.ndarray, restored: np.ndarray, table: pd.DataFrame, *, separation_px: float | None,
