@@ -408,7 +408,7 @@ def plot_series_panels(drift_axis: Any, scatter_axis: Any, text_axis: Any, preci
         f"{_count(precision, 'series_n_columns_used')} columns (each in >= half the frames)",
         f"series precision raw: {_measure(precision, 'series_precision', 'raw')}",
         f"series precision restored: {_measure(precision, 'series_precision', 'restored')}",
-        f"series gain: {format_interval(precision, 'series_gain', '')} -> {precision.get('series_verdict')}",
+        f"series gain: {format_interval(precision, 'series_gain', '')} -> {precision.get('series_verdict') or 'n/a'}",
         "",
         "series precision: each column's radial RMS",
         "  scatter about its own mean over the frames,",
