@@ -35,3 +35,79 @@ rule precision_vs_dose:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/precision_vs_dose.py"
+
+
+def methods_benchmark_outputs():
+    """The restoration-methods benchmark's tables and figures, when it is switched on."""
+    settings = config["benchmark"]
+    if not (settings["enabled"] and settings["methods"]):
+        return []
+    return [
+        "results/benchmark/methods.csv",
+        "results/benchmark/methods_summary.csv",
+        "results/figures/methods_error_vs_dose.png",
+        "results/figures/methods_fidelity_vs_dose.png",
+        "results/figures/methods_panel.png",
+    ]
+
+
+rule benchmark_methods:
+    """Raw, the tk_r_em network and classical filters on the same synthetic images, against the truth."""
+    output:
+        table=report(
+            "results/benchmark/methods.csv",
+            caption="../report/methods_table.rst",
+            category="Restoration methods benchmark",
+            labels={"result": "methods.csv (download)"},
+        ),
+        summary=report(
+            "results/benchmark/methods_summary.csv",
+            caption="../report/methods_summary_table.rst",
+            category="Restoration methods benchmark",
+            labels={"result": "methods_summary.csv (download)"},
+        ),
+        panel="results/benchmark/methods_panel.npz",
+        info="results/benchmark/methods_panel.json",
+    params:
+        settings=config["benchmark"],
+        size=config["benchmark"]["size"],
+    log:
+        "logs/benchmark_methods.log",
+    conda:
+        "../../envs/benchmark.yaml"
+    script:
+        "../../scripts/benchmark_methods.py"
+
+
+rule plot_benchmark_methods:
+    """Figures of the methods benchmark: error and fidelity against dose, one image panel."""
+    input:
+        summary="results/benchmark/methods_summary.csv",
+        panel="results/benchmark/methods_panel.npz",
+        info="results/benchmark/methods_panel.json",
+    output:
+        error=report(
+            "results/figures/methods_error_vs_dose.png",
+            caption="../report/methods_error_vs_dose.rst",
+            category="Restoration methods benchmark",
+            labels={"result": "position error vs dose per method"},
+        ),
+        fidelity=report(
+            "results/figures/methods_fidelity_vs_dose.png",
+            caption="../report/methods_fidelity_vs_dose.rst",
+            category="Restoration methods benchmark",
+            labels={"result": "displacement fidelity vs dose per method"},
+        ),
+        panel=report(
+            "results/figures/methods_panel.png",
+            caption="../report/methods_panel.rst",
+            category="Restoration methods benchmark",
+            labels={"result": "one image per method at low dose"},
+        ),
+    log:
+        "logs/plot_benchmark_methods.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/plot_benchmark_methods.py"

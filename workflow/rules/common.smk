@@ -127,6 +127,7 @@ def all_outputs(wildcards):
     outputs += figure_inputs(wildcards)
     if BENCHMARK_SAMPLES:
         outputs += ["results/benchmark/precision_vs_dose.csv", "results/figures/precision_vs_dose.png"]
+    outputs += methods_benchmark_outputs()  # defined in benchmark.smk
     return outputs
 
 
