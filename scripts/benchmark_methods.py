@@ -15,7 +15,7 @@ with atomic_path(snakemake.output.summary) as tmp:
     summarise(result.table).to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
 with atomic_path(snakemake.output.panel) as tmp:
     with open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **result.panel)
+        np.savez_compressed(handle, **{k: v.astype(np.float32) for k, v in result.panel.items()})
 write_json(snakemake.output.info, {**result.panel_info, "size": snakemake.params.size,
                                    "provenance": provenance({"benchmark": settings})})
 log.info("%d rows", len(result.table))

@@ -36,6 +36,8 @@ columns with a successful fit, fitted position ``f_i``, true ``t_i``, ideal-latt
   polar shifts;
 - ``n_missed`` (true columns at least ``MISSED_BORDER_SPACINGS`` spacings inside the image
   without a match), ``n_spurious`` (successful fits without a true column), ``n_fit_failed``;
+- ``seconds``: wall time of the method, the fit and the metrics (the first ``cnn`` row also
+  loads the network, the first row atomap and the compiled fitter);
 - ``psnr_db``, ``ssim`` of the method's image against the noise-free expected counts
   (no jitter, no drift), ``data_range`` = the range of that reference (:mod:`skimage.metrics`),
   the paper's image-quality metrics.

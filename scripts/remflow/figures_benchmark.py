@@ -128,7 +128,7 @@ def plot_panel(images: dict[str, np.ndarray], info: dict[str, Any], path: str | 
     titles = {"reference": "noise-free", "noisy": "raw (noisy)"}
     with plt.rc_context(STYLE):
         rows, cols = _grid(len(names))
-        figure, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.75 * rows), squeeze=False)
+        figure, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.0 * rows), squeeze=False)
         for axis, name in zip(axes.flat, names):
             axis.imshow(images[name], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
             axis.set_title(titles.get(name, METHOD_LABELS.get(name, name)))
