@@ -115,7 +115,7 @@ class BenchmarkSize:
     replicates: int
 
 
-#: ``small`` runs in the default workflow (about a minute on 2 cores); ``full`` on request.
+#: ``small`` runs in the default workflow (under 2 minutes on 2 cores); ``full`` on request.
 SIZES: dict[str, BenchmarkSize] = {
     "small": BenchmarkSize(("static", "strain", "polar"), (200.0, 20000.0), 1),
     "full": BenchmarkSize(tuple(TRUTH_KINDS), (50.0, 200.0, 1000.0, 5000.0, 50000.0), 3),
