@@ -53,7 +53,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -390,8 +390,3 @@ def summarise(table: pd.DataFrame, metrics: Iterable[str] = SUMMARY_METRICS) -> 
             row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = mean, low, high
         out.append(row)
     return pd.DataFrame(out)
-
-
-def sized(size: str, **overrides: Any) -> BenchmarkSize:
-    """A named size with some fields replaced (e.g. fewer replicates for a quick look)."""
-    return replace(SIZES[size], **overrides)
