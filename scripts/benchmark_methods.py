@@ -16,6 +16,9 @@ with atomic_path(snakemake.output.summary) as tmp:
 with atomic_path(snakemake.output.panel) as tmp:
     with open(tmp, "wb") as handle:
         np.savez_compressed(handle, **{k: v.astype(np.float32) for k, v in result.panel.items()})
+images = len(result.table) // max(len(result.seconds), 1)
 write_json(snakemake.output.info, {**result.panel_info, "size": snakemake.params.size,
+                                   "seconds_per_method": result.seconds, "images": images,
                                    "provenance": provenance({"benchmark": settings})})
-log.info("%d rows", len(result.table))
+log.info("%d rows; seconds per method over %d images: %s", len(result.table), images,
+         ", ".join(f"{m} {t:.1f}" for m, t in result.seconds.items()))
