@@ -82,7 +82,8 @@ def test_metrics_recomputed_independently_on_one_image():
     # The bound of the same columns, looked up by position in the CRLB table.
     bounds = lattice_position_crlbs(spec, degradation)
     nearest = cdist(t, bounds[["x_px", "y_px"]].to_numpy()).argmin(axis=1)
-    crlb = math.sqrt(np.mean(bounds["crlb_x_px"].to_numpy()[nearest] ** 2 + bounds["crlb_y_px"].to_numpy()[nearest] ** 2))
+    var = bounds["crlb_x_px"].to_numpy()[nearest] ** 2 + bounds["crlb_y_px"].to_numpy()[nearest] ** 2
+    crlb = math.sqrt(np.mean(var))
     assert metrics["crlb_px"] == pytest.approx(crlb, rel=1e-9)
     assert metrics["crlb_ratio"] == pytest.approx(rmse / crlb, rel=1e-9)
     u, v = (t - ideal).ravel(), (f - ideal).ravel()
@@ -152,7 +153,8 @@ def test_raw_errors_sit_at_or_above_the_bound_and_raw_keeps_displacements_at_hig
 def test_summary_means_and_t_intervals():
     rows = [{"method": "raw", "truth_kind": "static", "dose_e_per_A2": 100.0, "replicate": r, "truth_rmse_px": v}
             for r, v in enumerate([0.3, 0.5, 0.4])]
-    rows.append({"method": "raw", "truth_kind": "static", "dose_e_per_A2": 1000.0, "replicate": 0, "truth_rmse_px": 0.1})
+    rows.append({"method": "raw", "truth_kind": "static", "dose_e_per_A2": 1000.0, "replicate": 0,
+                 "truth_rmse_px": 0.1})
     summary = summarise(pd.DataFrame(rows), ["truth_rmse_px"])
     first = summary.iloc[0]
     low, high = stats.t.interval(0.95, 2, loc=0.4, scale=stats.sem([0.3, 0.5, 0.4]))

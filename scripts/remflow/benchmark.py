@@ -272,7 +272,8 @@ def image_metrics(fits: pd.DataFrame, truth: pd.DataFrame, spec: LatticeSpec, cr
     matched = match[found]
     squared = np.sum((fitted[found] - true_xy[matched]) ** 2, axis=1)
     rmse = _rms(squared)
-    low, high = bootstrap_ci(squared, _rms, n_boot=N_BOOTSTRAP, seed=BOOTSTRAP_SEED) if len(squared) else (math.nan,) * 2
+    low, high = (bootstrap_ci(squared, _rms, n_boot=N_BOOTSTRAP, seed=BOOTSTRAP_SEED) if len(squared)
+                 else (math.nan, math.nan))
     crlb = _rms(crlb_var[matched]) if len(matched) else math.nan
     slope, r = displacement_fidelity(fitted[found], true_xy[matched], ideal_xy[matched])
     margin = MISSED_BORDER_SPACINGS * spec.spacing_px

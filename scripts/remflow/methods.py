@@ -45,6 +45,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -151,8 +152,8 @@ def bragg_lattice(image: np.ndarray) -> BraggLattice | None:
 
     Peaks are found in the power spectrum of the Hann-windowed image. Basis: among the
     spectrum peaks above ``BRAGG_MIN_POWER_OVER_FLOOR`` x the median power and above
-    ``BRAGG_BASIS_FRACTION`` of the strongest peak, the shortest one ``g1`` and the shortest one not within 20 degrees of
-    its line ``g2``, refined as the power-weighted centroid over a 3x3 neighbourhood. Kept:
+    ``BRAGG_BASIS_FRACTION`` of the strongest peak, the shortest one ``g1`` and the shortest
+    one not within 20 degrees of its line ``g2``, refined as the power-weighted centroid over a 3x3 neighbourhood. Kept:
     every ``h g1 + k g2`` inside the spectrum whose peak power within the mask disk is above the same
     threshold (so reflections that hold only noise are dropped).
     """
@@ -246,7 +247,7 @@ class MethodSet:
 
     methods: tuple[str, ...] = field(default_factory=available_methods)
     network: str = DEFAULT_NETWORK
-    _restorer: object | None = field(default=None, repr=False)
+    _restorer: Any = field(default=None, repr=False)  # remflow.restore.Restorer once loaded
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in available_methods()]
@@ -258,7 +259,8 @@ class MethodSet:
             from remflow.restore import Restorer
 
             self._restorer = Restorer(self.network)
-        return np.asarray(self._restorer.restore(np.asarray(image, dtype=np.float32)), dtype=np.float64)  # type: ignore[attr-defined]
+        restored = self._restorer.restore(np.asarray(image, dtype=np.float32))
+        return np.asarray(restored, dtype=np.float64)
 
     def apply(self, method: str, image: np.ndarray) -> np.ndarray:
         """``method`` applied to a 2D ``image``: float64, same shape (ValueError for other input)."""
