@@ -121,12 +121,27 @@ def dose_inputs(wildcards):
     return {"precision": [per_sample_result(s) for s in BENCHMARK_SAMPLES]}
 
 
+def methods_benchmark_outputs():
+    """The restoration-methods benchmark's tables and figures, when it is switched on."""
+    settings = config["benchmark"]
+    if not (settings["enabled"] and settings["methods"]):
+        return []
+    return [
+        "results/benchmark/methods.csv",
+        "results/benchmark/methods_summary.csv",
+        "results/figures/methods_error_vs_dose.png",
+        "results/figures/methods_fidelity_vs_dose.png",
+        "results/figures/methods_panel.png",
+    ]
+
+
 def all_outputs(wildcards):
     outputs = ["results/summary.csv", "results/summary.html", "results/figures/precision_gain.png"]
     outputs += [f"results/restored/{s}.hspy" for s in accepted(SAMPLES)]
     outputs += figure_inputs(wildcards)
     if BENCHMARK_SAMPLES:
         outputs += ["results/benchmark/precision_vs_dose.csv", "results/figures/precision_vs_dose.png"]
+    outputs += methods_benchmark_outputs()
     return outputs
 
 
