@@ -152,7 +152,9 @@ def restore_mem_mb(wildcards, input):
     restored images, which the job holds together."""
     settings = config["restore"]
     sizes = [Path(f).stat().st_size for f in input.images]
-    largest_px = max(sizes, default=0) / 4
+    # A frame series goes through the network frame by frame: its largest call is one frame.
+    frames = [_read_json(f).get("n_frames") or 1 for f in input.infos]
+    largest_px = max((size / n for size, n in zip(sizes, frames)), default=0) / 4
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2
     return int(2000 + 0.002 * largest_px + 2 * sum(sizes) / 1e6)
