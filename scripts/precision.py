@@ -10,6 +10,7 @@ from remflow.atomic import write_json
 from remflow.cleaning import noise_sigma
 from remflow.ingest import read_sample_image
 from remflow.precision import precision_summary
+from remflow.precision.series import series_summary
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -26,13 +27,16 @@ record = {"sample": info["sample"], "network": info["network"], "pixel_size_pm":
 # What ingest changed in the image travels to the summary.
 record.update({key: info.get(key) for key in ("modality", "n_outlier_pixels", "data_bar_rows", "intensity_offset")})
 record["signal"] = (info.get("signal") or {}).get("title")
+if fit.get("n_frames"):
+    record["series_n_frames"] = fit["n_frames"]
 if fit["status"] == "ok":
     pixel = info["pixel_size_pm"]
     if pixel is not None and info["pixel_size_x_pm"] != info["pixel_size_y_pm"]:
         pixel = (info["pixel_size_x_pm"], info["pixel_size_y_pm"])
-    figures = precision_summary(table, image_shape=tuple(fit["image_shape"]), separation_px=fit["separation_px"],
-                                pixel_size_pm=pixel, truth=truth, seed=settings["seed"],
-                                n_boot=settings["n_bootstrap"])
+    # A frame series (columns.csv with a frame column) adds the series figures to frame 0's.
+    summarise = series_summary if "frame" in table.columns else precision_summary
+    figures = summarise(table, image_shape=tuple(fit["image_shape"]), separation_px=fit["separation_px"],
+                        pixel_size_pm=pixel, truth=truth, seed=settings["seed"], n_boot=settings["n_bootstrap"])
     status = figures.pop("status")
     record.update(figures)
     if status != "ok":
