@@ -3,13 +3,13 @@ rule synthesise:
     output:
         image="results/synthetic/{sample}.hspy",
         truth="results/synthetic/{sample}_truth.csv",
-    params:
-        dose=lambda wc: sample_row(wc.sample)["benchmark_dose"],
-        settings=config["benchmark"],
     log:
         "logs/synthesise/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        dose=lambda wc: sample_row(wc.sample)["benchmark_dose"],
+        settings=config["benchmark"],
     script:
         "../../scripts/synthesise.py"
 
@@ -25,13 +25,13 @@ rule precision_vs_dose:
             category="Synthetic benchmark",
             labels={"result": "precision_vs_dose.csv (download)"},
         ),
-    params:
-        samples=BENCHMARK_SAMPLES,
-        settings=config["benchmark"],
     log:
         "logs/precision_vs_dose.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        samples=BENCHMARK_SAMPLES,
+        settings=config["benchmark"],
     script:
         "../../scripts/precision_vs_dose.py"

@@ -28,9 +28,7 @@ from remflow.synthetic_samples import benchmark_samples  # noqa: E402
 validate(config, schema="../schemas/config.schema.yaml")
 
 SAMPLE_SHEET = load_sample_sheet(config["samples"], REMFLOW_ROOT / "workflow" / "schemas" / "samples.schema.yaml")
-SAMPLE_SHEET = benchmark_samples(
-    SAMPLE_SHEET, config["benchmark"]["doses"] if config["benchmark"]["enabled"] else []
-)
+SAMPLE_SHEET = benchmark_samples(SAMPLE_SHEET, config["benchmark"]["doses"] if config["benchmark"]["enabled"] else [])
 SAMPLES = list(SAMPLE_SHEET.index)
 BENCHMARK_SAMPLES = [s for s in SAMPLES if SAMPLE_SHEET.loc[s, "benchmark_dose"] is not None]
 
