@@ -6,6 +6,7 @@ other resource as before."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
 
     gpus_fields = [job_fields(slurm_cluster, job["id"]) for job in by_rule["restore_batch"]]
     for fields in gpus_fields:
-        assert gpus_requested(fields) == 1 and "gres/gpu" in fields.get("TresPerJob", ""), fields
+        # --gpus=1 is a per-job request (TresPerJob=gres:gpu:1; older Slurm writes gres/gpu:1).
+        assert gpus_requested(fields) == 1 and re.fullmatch(r"gres[:/]gpu:1", fields.get("TresPerJob", "")), fields
+        assert not fields.get("TresPerNode"), fields
         assert time_limit_minutes(fields) == 120  # the workflow profile's restore_batch runtime
     for rule in ("fit_columns", "precision", "inspect_raw", "figure"):
         for job in by_rule[rule]:
@@ -111,7 +114,8 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
     for job in new_jobs:
         fields = job_fields(slurm_cluster, job["id"])
         assert job["state"] == "COMPLETED", job
-        assert "gres/gpu:1" in fields.get("TresPerNode", "") and not fields.get("TresPerJob"), fields
+        # --gres=gpu:1 is a per-node request: TresPerNode=gres:gpu:1 (gres/gpu:1), nothing per job.
+        assert re.fullmatch(r"gres[:/]gpu:1", fields.get("TresPerNode", "")) and not fields.get("TresPerJob"), fields
         assert gpus_requested(fields) == 1
         same = next(f for f in gpus_fields if f["Comment"] == fields["Comment"])
         for key in ("TimeLimit", "NumCPUs", "MinMemoryNode", "Partition"):
