@@ -17,9 +17,8 @@ REMFLOW_ROOT = Path(workflow.current_basedir).parents[1]
 # and in the rule scripts (Snakemake appends its own search paths after site-packages, so
 # an installed remflow of another checkout would win there).
 sys.path.insert(0, str(REMFLOW_ROOT / "scripts"))
-os.environ.update(
-    PYTHONPATH=os.pathsep.join([str(REMFLOW_ROOT / "scripts")] + os.environ.get("PYTHONPATH", "").split(os.pathsep))
-)
+_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(PYTHONPATH=os.pathsep.join([str(REMFLOW_ROOT / "scripts")] + _PYTHONPATH))
 
 from remflow.ingest import resolve_path, split_dataset  # noqa: E402
 from remflow.sheet import load_sample_sheet  # noqa: E402
