@@ -103,10 +103,12 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
         assert (results / "figures" / f"{sample}.png").stat().st_size > 10_000
 
     # Sites that refuse --gpus: the switch asks for the GPU as --gres=gpu:1 instead and keeps
-    # the rest. Only the restoration jobs run again (forced; results unchanged otherwise).
+    # the rest. Only the restoration jobs run again (forced): flipping the switch made
+    # nothing else outdated.
     before = {job["id"] for job in jobs}
-    rerun = start_on_slurm(slurm_cluster, workdir, "--config", "gpu_request=gres", "--forcerun", "restore_batch",
-                           "--until", "restore_batch")
+    batches = sorted(f"results/restored/batches/{p.name}" for p in (results / "restored" / "batches").iterdir()
+                     if p.is_dir())
+    rerun = start_on_slurm(slurm_cluster, workdir, "--config", "gpu_request=gres", "--force", *batches)
     output, _ = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, output[-8000:]
     new_jobs = [job for job in jobs_in(slurm_cluster, workdir) if job["id"] not in before]

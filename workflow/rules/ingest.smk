@@ -12,7 +12,8 @@ checkpoint inspect_raw:
     params:
         row=lambda wc: sample_row(wc.sample).to_dict(),
         settings=config["ingest"],
-        config=config,
+        # Recorded as provenance; how GPUs are requested changes no result.
+        config={key: value for key, value in config.items() if key != "gpu_request"},
     script:
         "../../scripts/inspect_raw.py"
 
