@@ -25,6 +25,8 @@ PACKAGE = SCRIPTS / "remflow"
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "workflow" / "Snakefile"]
 #: conda-forge names that differ from the PyPI distribution's.
 CONDA_NAMES = {"matplotlib": {"matplotlib", "matplotlib-base"}, "tensorflow": {"tensorflow", "tensorflow[and-cuda]"}}
+#: Imported only when installed, never declared (remflow.methods: BM3D's licence is non-commercial).
+OPTIONAL = {"bm3d"}
 #: Imported by the Snakefile process only, which runs in the environment Snakemake runs in.
 SNAKEMAKE_PROCESS_ONLY = {"snakemake"}
 
@@ -96,7 +98,7 @@ def _third_party(modules: set[str]) -> dict[str, str]:
     distributions = importlib.metadata.packages_distributions()
     found = {}
     for module in sorted(modules):
-        if module in sys.stdlib_module_names or module == "__future__":
+        if module in sys.stdlib_module_names or module == "__future__" or module in OPTIONAL:
             continue
         assert module in distributions, f"'{module}' is imported but no installed distribution provides it"
         candidates = {_normal(d) for d in distributions[module]}
