@@ -54,6 +54,10 @@ rule benchmark_methods:
         ),
         panel="results/benchmark/methods_panel.npz",
         info="results/benchmark/methods_panel.json",
+    log:
+        "logs/benchmark_methods.log",
+    conda:
+        "../../envs/benchmark.yaml"
     params:
         # Only what the methods benchmark uses: a change to the dose sweep does not rerun it.
         settings={
@@ -61,10 +65,6 @@ rule benchmark_methods:
             for key in ("shape", "spacing_px", "sigma_px", "b_ratio", "pixel_size_pm", "seed")
         },
         size=config["benchmark"]["size"],
-    log:
-        "logs/benchmark_methods.log",
-    conda:
-        "../../envs/benchmark.yaml"
     script:
         "../../scripts/benchmark_methods.py"
 
