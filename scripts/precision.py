@@ -10,6 +10,8 @@ from remflow.atomic import write_json
 from remflow.cleaning import noise_sigma
 from remflow.ingest import read_sample_image
 from remflow.precision import precision_summary
+from remflow.precision.basis import apply_gain_basis
+from remflow.precision.twin import efficiency
 from remflow.precision.series import series_summary
 from remflow.runlog import provenance, setup_logging
 
@@ -65,6 +67,17 @@ if snakemake.input.reference:
         record["mse_reduction"] = record["mse_raw_vs_reference"] / max(record["mse_restored_vs_reference"], 1e-300)
     else:
         log.warning("reference shape %s differs from image shape %s; no MSE", reference.shape, raw.shape)
+if snakemake.input.twin:
+    # The noise twin's figures; with no truth they decide the verdict (remflow.precision.basis).
+    with open(snakemake.input.twin) as handle:
+        twin = json.load(handle)
+    record.update({key: value for key, value in twin.items() if key not in ("sample", "status")})
+    if record.get("truth_rmse_raw_px") is not None and record.get("precision_gain") is not None:
+        record["truth_gain"], record["truth_verdict"] = record["precision_gain"], record.get("verdict")
+        record["truth_gain_ci_low"] = record.get("precision_gain_ci_low")
+        record["truth_gain_ci_high"] = record.get("precision_gain_ci_high")
+    record = apply_gain_basis(record)
+    record.update(efficiency(record))
 record["provenance"] = provenance({"precision": settings}, input_sha256=info["sha256"])
 log.info("%s: %s", info["sample"], {k: v for k, v in record.items() if k != "provenance"})
 write_json(snakemake.output[0], record)

@@ -600,6 +600,9 @@ _TABLE_LAYOUT = [
                                                     ("series precision", "series_precision"))
       for kind in ("raw", "restored")],
     ("frames", "series_n_frames", "int"), ("series gain", "series_gain", "ci"),
+    *[(f"twin error {kind} (px)", f"twin_error_{kind}_px", "ci") for kind in ("raw", "restored")],
+    ("twin verdict", "twin_verdict", "text"), ("CRLB radial (px)", "crlb_radial_px", "number"),
+    ("restored error / CRLB", "error_over_crlb_restored", "number"), ("CRLB note", "crlb_note", "text"),
 ]
 
 _TABLE_CSS = """

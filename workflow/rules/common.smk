@@ -116,6 +116,11 @@ def per_sample_result(sample):
     return f"results/ingest/{sample}.json"
 
 
+def twin_result(wildcards):
+    """The sample's noise-twin figures, or nothing when twin.replicas is 0."""
+    return f"results/twin/{wildcards.sample}.json" if config["twin"]["replicas"] > 0 else []
+
+
 def summary_inputs(wildcards):
     return [per_sample_result(s) for s in SAMPLES]
 
@@ -146,6 +151,8 @@ def all_outputs(wildcards):
     outputs = ["results/summary.csv", "results/summary.html", "results/figures/precision_gain.png"]
     outputs += [f"results/restored/{s}.hspy" for s in accepted(SAMPLES)]
     outputs += figure_inputs(wildcards)
+    if config["twin"]["replicas"] > 0:
+        outputs.append("results/figures/twin_crlb.png")
     if BENCHMARK_SAMPLES:
         outputs += ["results/benchmark/precision_vs_dose.csv", "results/figures/precision_vs_dose.png"]
     outputs += methods_benchmark_outputs()

@@ -36,6 +36,7 @@ rule precision:
         restored="results/restored/{sample}.hspy",
         truth=lambda wc: existing_inputs(wc.sample).get("truth", []),
         reference=lambda wc: existing_inputs(wc.sample).get("reference", []),
+        twin=twin_result,
     output:
         report(
             "results/precision/{sample}.json",

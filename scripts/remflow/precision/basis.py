@@ -1,0 +1,61 @@
+"""Which figure the precision gain and verdict of a sample rest on (``gain_basis``).
+
+One small function, so that every estimator (truth, twin, local, lattice) is ranked in one
+place: ground truth when the sheet gives it (the only basis that sees everything); else
+the noise twin (truth-based on a model of this image, :mod:`remflow.precision.twin`);
+else the truth-free figures. The figures of the other bases stay in the record beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Bases in order of preference: (name, gain key, verdict key). A basis is available when
+#: its gain and both ends of its interval are numbers.
+GAIN_BASES: tuple[tuple[str, str, str], ...] = (
+    ("truth", "truth_gain", "truth_verdict"),
+    ("twin", "twin_gain", "twin_verdict"),
+    ("local", "local_gain", "local_verdict"),
+    ("lattice", "lattice_gain", "lattice_verdict"),
+)
+
+
+#: The gain the verdict no longer rests on is kept under its basis' name (summary columns).
+BASIS_FIELDS: list[str] = ["lattice_gain", "lattice_gain_ci_low", "lattice_gain_ci_high"]
+
+
+def _available(record: dict[str, Any], gain_key: str) -> bool:
+    values = [record.get(gain_key), record.get(f"{gain_key}_ci_low"), record.get(f"{gain_key}_ci_high")]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def choose_gain_basis(record: dict[str, Any]) -> str | None:
+    """The first basis of GAIN_BASES whose gain the record holds, or None."""
+    for name, gain_key, _ in GAIN_BASES:
+        if _available(record, gain_key):
+            return name
+    return None
+
+
+def apply_gain_basis(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with ``precision_gain`` (+ interval), ``verdict`` and ``gain_basis`` set from
+    the chosen basis. The gain precision_summary computed (truth or lattice, named by its
+    ``gain_basis``) is first kept under ``{basis}_gain`` so that no figure is lost."""
+    from remflow.precision import verdict
+
+    out = dict(record)
+    previous = out.get("gain_basis")
+    if previous and out.get("precision_gain") is not None and f"{previous}_gain" not in out:
+        out[f"{previous}_gain"] = out["precision_gain"]
+        out[f"{previous}_gain_ci_low"] = out.get("precision_gain_ci_low")
+        out[f"{previous}_gain_ci_high"] = out.get("precision_gain_ci_high")
+    basis = choose_gain_basis(out)
+    if basis is None:
+        return out
+    gain_key = next(g for n, g, _ in GAIN_BASES if n == basis)
+    out["gain_basis"] = basis
+    out["precision_gain"] = out[gain_key]
+    out["precision_gain_ci_low"] = out[f"{gain_key}_ci_low"]
+    out["precision_gain_ci_high"] = out[f"{gain_key}_ci_high"]
+    out["verdict"] = verdict(out["precision_gain_ci_low"], out["precision_gain_ci_high"])
+    return out

@@ -1,0 +1,497 @@
+"""The noise twin: truth-based precision of raw and restored positions for an image without truth.
+
+Formula. From the raw image and its column fit, a noiseless model image ``m`` and a
+Poisson-Gaussian noise model (:mod:`remflow.imagemodel`) are fitted. The twin's columns sit
+at known true positions ``t_c`` (see *Choice of the true positions*); ``R`` replicas
+(``twin.replicas``, fixed seeds) are drawn, ``raw_r = noise(m)``, each restored by the
+sample's network and refined, raw and restored, from the same starts as the real image
+(the real restored fit rounded to the pixel grid, where atomap's peak finder puts its
+integer starts) with the same refinement. With ``d_rc = fit_rc - t_c`` over replicas r and
+usable columns c (fit ok on both images, inside the evaluated region)::
+
+    twin_error_{raw,restored}_px = sqrt(mean_rc |d_rc|^2)         (radial, like truth_rmse_*)
+    twin_gain = twin_error_raw / twin_error_restored
+    twin_bias_restored = mean_rc d_rc (vector, px) and its length
+    twin_shared_fraction = sum_pairs sum_r d_ri . d_rj / sum_pairs sum_r (|d_ri|^2 + |d_rj|^2) / 2
+
+(``pairs``: nearest neighbours within 1.5 spacings; the fraction is the correlation of
+neighbours' errors: 0 for independent columns, 1 for an error all neighbours share, such
+as a common shift; ``twin_shared_error_*_px = sqrt(max(fraction, 0)) * error``).
+95 % intervals: a two-level percentile bootstrap that resamples columns and replicas
+(the same draws for raw and restored, so the gain is paired). Verdict as for every
+gain (:func:`remflow.precision.verdict`).
+
+Assumptions. The model (Gaussian columns, smooth background) and the noise model describe
+the image (the model's reduced chi-square says how well); the twin's true positions have
+the same kind of structure as the real ones; the network treats the twin as it treats the
+real image. What it cannot see: anything the model lacks (non-Gaussian columns, column
+shapes that vary, correlated detector noise, scan distortions other than the configured
+line jitter), and real structure that the chosen true positions do not carry.
+
+Choice of the true positions (``twin.truth``). The network adds a prior ("columns sit on
+a lattice"), so how regular the twin's truth is decides how much the restored fit gains.
+Candidates: the raw fit (carries the raw noise as structure: too irregular), the restored
+fit and a locally smoothed lattice (each column where a local affine lattice through its
+neighbours within 2.5 spacings puts it): both too regular, and ``deconvolved``
+(:func:`deconvolved_positions`): the smoothed lattice plus the raw displacement from it,
+shrunk so that its mean square equals the raw one minus the raw fit's own scatter.
+Validated with ``tests/validate_twin.py`` on synthetic 128x128 square lattices (spacing
+12 px, width 2.5 px) whose columns carry static displacements of 0.15 px per axis, fitted
+without truth, 4 replicas, seeds 1-3; twin / truth RMSE (raw, restored) and verdicts:
+
+============  =====================  =====================  ====================
+truth         300 e/A^2              30000 e/A^2            verdicts agreeing
+============  =====================  =====================  ====================
+deconvolved   0.89, 0.99             1.01, 0.89             6 of 6
+raw           0.93, 1.31             1.00, 0.91             3 of 6
+restored      0.88, 0.71             0.98, 0.91             6 of 6
+smoothed      0.93, 0.66             1.00, 0.76             4 of 6
+============  =====================  =====================  ====================
+
+``deconvolved`` is the default. ``tests/test_twin.py`` checks it within 25 % and the
+verdict at both doses (seed 1).
+
+Cost: one network call per replica on the twin region (a central crop of at most
+``twin.max_pixels``; columns within ``CROP_CONTEXT_PX`` of a crop edge inside the image
+are refined but not evaluated, as the network sees that edge) and 2R batched
+refinements.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from remflow.imagemodel import (ImageModel, equivalent_dose, fit_image_model, fit_noise_model, lattice_extension,
+                                model_parameter_count, nearest_is_fitted, refit_amplitudes)
+
+TRUTH_CHOICES = ("deconvolved", "restored", "raw", "smoothed")
+#: Seed stream offset of the probe replicas of the "deconvolved" truth (never restored).
+PROBE_STREAM = 1000
+#: Columns this close (px) to a crop edge that lies inside the image are not evaluated:
+#: the network sees that edge (its output moves by ~1 % of the range 96 px from a tile edge).
+CROP_CONTEXT_PX = 48
+#: Larger images are modelled on the twin region plus this many column spacings around it.
+MODEL_MARGIN_SPACINGS = 2.0
+#: Neighbours closer than this many spacings form the pairs of the shared-error fraction.
+PAIR_SPACINGS = 1.5
+#: Radius (spacings) of the local lattice of the "smoothed" truth.
+SMOOTH_SPACINGS = 2.5
+#: Seed stream of the replicas: replica r of a sample uses SeedSequence([seed, r]).
+BELOW_BOUND_NOTE = "below the bound: the restored positions carry the network's prior"
+
+_FIGURES = ["twin_error_raw_px", "twin_error_restored_px"]
+_CI = ("", "_ci_low", "_ci_high")
+#: Fields the twin adds to results/summary.csv, in order.
+TWIN_FIELDS: list[str] = (
+    [f"{name}{suffix}" for name in _FIGURES for suffix in _CI]
+    + ["twin_gain", "twin_gain_ci_low", "twin_gain_ci_high", "twin_verdict",
+       "twin_bias_restored_x_px", "twin_bias_restored_y_px", "twin_bias_restored_px",
+       "twin_shared_fraction_raw", "twin_shared_fraction_restored", "twin_shared_error_restored_px",
+       "twin_replicas", "twin_columns", "twin_truth", "twin_status",
+       "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
+       "electrons_peak", "equivalent_dose_e_per_A2",
+       "crlb_px", "crlb_radial_px", "error_over_crlb_raw", "error_over_crlb_restored", "crlb_basis", "crlb_note"]
+    + [f"{name.removesuffix('_px')}_pm{suffix}" for name in _FIGURES for suffix in _CI]
+    + ["twin_bias_restored_pm", "crlb_pm", "crlb_radial_pm"]
+)
+
+
+@dataclass
+class TwinPlan:
+    """What the twin needs to be restored and fitted (the output of the twin-model step)."""
+
+    box: tuple[int, int, int, int]  # (top, left, rows, cols) of the twin region in the image
+    columns: pd.DataFrame  # column_id, sublattice, x_true_px, y_true_px, x_start_px, y_start_px, evaluate (region coords)
+    replicas: np.ndarray  # (R, rows, cols) float32 noisy raw replicas
+    figures: dict[str, Any]  # noise model, equivalent dose, CRLB, settings
+
+
+def twin_box(shape: tuple[int, int], max_pixels: int) -> tuple[int, int, int, int]:
+    """(top, left, rows, cols) of the central region of at most ``max_pixels`` (the whole image if it fits)."""
+    rows, cols = shape
+    if rows * cols <= max_pixels:
+        return 0, 0, rows, cols
+    side = int(math.isqrt(int(max_pixels)))
+    crop_rows, crop_cols = min(rows, side), min(cols, side)
+    if crop_rows < side:  # a thin image: use the room along the other axis
+        crop_cols = min(cols, max_pixels // crop_rows)
+    elif crop_cols < side:
+        crop_rows = min(rows, max_pixels // crop_cols)
+    return (rows - crop_rows) // 2, (cols - crop_cols) // 2, crop_rows, crop_cols
+
+
+def _preferred(table: pd.DataFrame, first: str, second: str) -> np.ndarray:
+    """(N, 2) positions of ``first`` (raw/restored) where that fit is ok, else of ``second``."""
+    use = table[f"fit_ok_{first}"].astype(bool).to_numpy()
+    a = table[[f"x_{first}_px", f"y_{first}_px"]].to_numpy(float)
+    b = table[[f"x_{second}_px", f"y_{second}_px"]].to_numpy(float)
+    return np.where(use[:, None], a, b)
+
+
+def smoothed_positions(xy: np.ndarray, sublattice: np.ndarray, separation_px: float) -> np.ndarray:
+    """Each column where a local affine lattice through its neighbours puts it (itself left out).
+
+    Per sublattice the columns are indexed on one ideal lattice
+    (:func:`remflow.precision.fit_ideal_lattice`); for each column, ``origin + i a + j b`` is
+    fitted to the neighbours within SMOOTH_SPACINGS spacings and evaluated at its indices.
+    Keeps strain, bending and domains (smooth over a few spacings); removes column-by-column
+    displacements. Columns that cannot be indexed or have too few neighbours keep ``xy``.
+    """
+    from remflow.precision import fit_ideal_lattice
+
+    out = np.array(xy, dtype=np.float64, copy=True)
+    for name in np.unique(sublattice):
+        members = np.flatnonzero(sublattice == name)
+        if len(members) < 6:
+            continue
+        try:
+            lattice = fit_ideal_lattice(xy[members])
+        except ValueError:
+            continue
+        indices = lattice.indices.astype(np.float64)
+        tree = cKDTree(xy[members])
+        for local, index in enumerate(members):
+            if not lattice.indexed[local]:
+                continue
+            near = [j for j in tree.query_ball_point(xy[index], SMOOTH_SPACINGS * separation_px)
+                    if j != local and lattice.indexed[j]]
+            if len(near) < 4:
+                continue
+            design = np.column_stack([np.ones(len(near)), indices[near]])
+            if np.linalg.matrix_rank(design) < 3:
+                continue
+            coefficients, *_ = np.linalg.lstsq(design, xy[members][near], rcond=None)
+            out[index] = np.array([1.0, *indices[local]]) @ coefficients
+    return out
+
+
+def twin_truth_positions(table: pd.DataFrame, choice: str, separation_px: float) -> np.ndarray:
+    """(N, 2) true positions of the twin's columns for ``choice`` in TRUTH_CHOICES."""
+    if choice == "raw":
+        return _preferred(table, "raw", "restored")
+    if choice == "restored":
+        return _preferred(table, "restored", "raw")
+    if choice == "smoothed":
+        return smoothed_positions(_preferred(table, "restored", "raw"), table["sublattice"].to_numpy(),
+                                  separation_px)
+    raise ValueError(f"twin truth '{choice}' is not one of {', '.join(TRUTH_CHOICES)}")
+
+
+def replica_seed(seed: int, replica: int) -> np.random.Generator:
+    """The generator of one replica: independent streams, reproducible per (seed, replica)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(replica)]))
+
+
+def model_of_image(raw: np.ndarray, table: pd.DataFrame, separation_px: float):
+    """The model image and noise model of ``raw`` from its column fit (``table``, columns.csv).
+
+    Columns sit at the raw fit (restored where the raw fit failed), plus the lattice sites
+    the fit lacks (:func:`remflow.imagemodel.lattice_extension`); the noise is fitted where
+    the nearest column is a fitted one. Returns (ImageModel, NoiseModel, added sites (M, 2)).
+    """
+    image = np.asarray(raw, dtype=np.float64)
+    table = table.reset_index(drop=True)
+    sublattice = table["sublattice"].astype(str).to_numpy()
+    fitted_xy = _preferred(table, "raw", "restored")
+    # atomap's fitted widths come out small: start the width search from a tenth of the spacing or more.
+    widths = table.loc[table["fit_ok_raw"].astype(bool), ["sigma_x_raw_px", "sigma_y_raw_px"]].to_numpy(float)
+    start = float(np.nanmedian(widths)) if len(widths) else 0.2 * separation_px
+    start = float(np.clip(start if np.isfinite(start) else 0.2 * separation_px, 0.1 * separation_px,
+                          0.3 * separation_px))
+    extra_xy, extra_names = lattice_extension(fitted_xy, sublattice, image.shape, separation_px=separation_px,
+                                              margin_px=0.5 * separation_px)
+    all_names = np.concatenate([sublattice.astype(object), extra_names])
+    model = fit_image_model(image, np.concatenate([fitted_xy[:, 0], extra_xy[:, 0]]),
+                            np.concatenate([fitted_xy[:, 1], extra_xy[:, 1]]), all_names, sigma_start=start,
+                            sigma_bounds=(0.05 * separation_px, 0.5 * separation_px))
+    noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model),
+                            mask=nearest_is_fitted(image.shape, fitted_xy, extra_xy))
+    return model, noise, extra_xy
+
+
+def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, replicas: int = 4, seed: int = 0,
+              truth: str = "deconvolved", max_pixels: int = 384 * 384, line_jitter_px: float = 0.0,
+              pixel_size_pm: float | None = None) -> TwinPlan:
+    """Model the raw image, fit its noise, and draw the twin's raw replicas.
+
+    ``table``: the sample's columns.csv (COLUMN_FIELDS). The model's columns sit at the
+    raw fit (restored where the raw fit failed) for the noise fit; the twin's columns at
+    ``truth`` positions, amplitudes and background refitted there. Raises ValueError for
+    an unknown ``truth`` or an empty table.
+    """
+    if len(table) == 0:
+        raise ValueError("no columns: nothing to model")
+    table = table.reset_index(drop=True)
+    if truth not in TRUTH_CHOICES:
+        raise ValueError(f"twin truth '{truth}' is not one of {', '.join(TRUTH_CHOICES)}")
+    image = np.asarray(raw, dtype=np.float64)
+    top, left, rows, cols = whole_box = twin_box(image.shape, max_pixels)
+    if (rows, cols) != image.shape:
+        # Model only the twin region and a margin of MODEL_MARGIN_SPACINGS spacings around it:
+        # the cost then stays bounded by max_pixels, whatever the image size.
+        reach = int(math.ceil(MODEL_MARGIN_SPACINGS * separation_px))
+        outer_top, outer_left = max(top - reach, 0), max(left - reach, 0)
+        outer_bottom = min(top + rows + reach, image.shape[0])
+        outer_right = min(left + cols + reach, image.shape[1])
+        image = image[outer_top:outer_bottom, outer_left:outer_right]
+        table = table.copy()
+        for kind in ("raw", "restored"):
+            table[f"x_{kind}_px"] -= outer_left
+            table[f"y_{kind}_px"] -= outer_top
+        start = np.rint(_preferred(table, "restored", "raw"))
+        keep = ((start[:, 0] >= 0) & (start[:, 0] <= image.shape[1] - 1)
+                & (start[:, 1] >= 0) & (start[:, 1] <= image.shape[0] - 1))
+        table = table[keep].reset_index(drop=True)
+        top, left = top - outer_top, left - outer_left
+    fitted_xy = _preferred(table, "raw", "restored")
+    model, noise, extra_xy = model_of_image(image, table, separation_px)
+    starts = np.rint(_preferred(table, "restored", "raw"))
+    figures: dict[str, Any] = {}
+    if truth == "deconvolved":
+        # The raw fit's own scatter, measured on replicas of the raw-position model (no network needed).
+        probe = _region_table(table, fitted_xy, starts, (top, left, rows, cols), image.shape)
+        probe_image = model.crop(top, left, rows, cols).image
+        probe_draws = [noise.draw(probe_image, replica_seed(seed, PROBE_STREAM + r), line_jitter_px)
+                       for r in range(max(replicas, 2))]
+        true_xy, figures["twin_shrink"], figures["twin_raw_scatter_px"] = deconvolved_positions(
+            table, fitted_xy, probe, probe_draws, (top, left), separation_px)
+    else:
+        true_xy = twin_truth_positions(table, truth, separation_px)
+    twin_model = model if truth == "raw" else refit_amplitudes(
+        image, model, np.concatenate([true_xy[:, 0], extra_xy[:, 0]]), np.concatenate([true_xy[:, 1], extra_xy[:, 1]]))
+    region = twin_model.crop(top, left, rows, cols)
+    columns = _region_table(table, true_xy, starts, (top, left, rows, cols), image.shape)
+    draws = np.stack([noise.draw(region.image, replica_seed(seed, r), line_jitter_px) for r in range(replicas)])
+    figures.update({
+        "noise_gain": noise.gain, "noise_read_sigma": noise.read_noise, "noise_read_variance": noise.read_variance,
+        "noise_offset": noise.offset, "noise_reduced_chi_square": noise.reduced_chi_square,
+        "noise_method": noise.method, "model_sigma_px": model.sigma,
+        **equivalent_dose(model, noise, pixel_size_pm),
+        "twin_truth": truth, "twin_replicas": replicas, "twin_seed": seed, "twin_box": list(whole_box),
+        "twin_line_jitter_px": line_jitter_px,
+    })
+    from remflow.crlb import image_position_crlb
+
+    figures.update(image_position_crlb(region, noise, columns=_region_columns(region, columns)))
+    return TwinPlan(box=whole_box, columns=columns, replicas=draws.astype(np.float32),
+                    figures=figures)
+
+
+def _region_table(table: pd.DataFrame, true_xy: np.ndarray, starts: np.ndarray, box: tuple[int, int, int, int],
+                  shape: tuple[int, int]) -> pd.DataFrame:
+    """The twin's columns whose start lies in ``box``, in region coordinates, with ``evaluate``
+    False within CROP_CONTEXT_PX of a box edge that lies inside the image."""
+    top, left, rows, cols = box
+    local_start = starts - np.array([left, top])
+    local_true = true_xy - np.array([left, top])
+    inside = ((local_start[:, 0] >= 0) & (local_start[:, 0] <= cols - 1)
+              & (local_start[:, 1] >= 0) & (local_start[:, 1] <= rows - 1))
+    margin = np.full(len(table), np.inf)
+    for edge_is_inner, distance in ((top > 0, local_start[:, 1]), (left > 0, local_start[:, 0]),
+                                    (top + rows < shape[0], rows - 1 - local_start[:, 1]),
+                                    (left + cols < shape[1], cols - 1 - local_start[:, 0])):
+        if edge_is_inner:
+            margin = np.minimum(margin, distance)
+    columns = pd.DataFrame({"column_id": table["column_id"].to_numpy(), "sublattice": table["sublattice"].astype(str),
+                            "x_true_px": local_true[:, 0], "y_true_px": local_true[:, 1],
+                            "x_start_px": local_start[:, 0], "y_start_px": local_start[:, 1],
+                            "fit_ok_raw": table["fit_ok_raw"].astype(bool).to_numpy()})
+    columns["evaluate"] = margin >= CROP_CONTEXT_PX
+    return columns[inside].reset_index(drop=True)
+
+
+def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, probe: pd.DataFrame, probe_draws: list,
+                          offset: tuple[int, int], separation_px: float) -> tuple[np.ndarray, float, float]:
+    """True positions with the raw fit's scatter taken out: ``smooth + k (raw - smooth)``.
+
+    ``smooth``: the local lattice through each column's neighbours (:func:`smoothed_positions`
+    of the raw fit). ``raw - smooth`` holds the real displacements plus the raw fit's noise;
+    the noise's mean square ``s^2`` is measured by refining the raw-position model's
+    replicas ``probe_draws`` (no restoration needed), and ``k = sqrt(max(D^2 - s^2, 0) / D^2)``
+    with ``D^2`` the mean square of ``raw - smooth`` over the probed columns, so that the
+    twin's truth scatters about its local lattice as much as the real columns do (an
+    empirical-Bayes shrinkage). Returns (positions (N, 2), k, s in px).
+    """
+    top, left = offset
+    smooth = smoothed_positions(fitted_xy, table["sublattice"].astype(str).to_numpy(), separation_px)
+    noise_sq = []
+    probe_true = probe[["x_true_px", "y_true_px"]].to_numpy(float)
+    use = probe["evaluate"].to_numpy(bool) & probe["fit_ok_raw"].to_numpy(bool)
+    for draw in probe_draws:
+        xy, ok = refine_like_the_sample(draw, probe, separation_px=separation_px)
+        good = ok & use & np.isfinite(xy).all(axis=1)
+        noise_sq.append(np.sum((xy[good] - probe_true[good]) ** 2, axis=1))
+    scatter_sq = float(np.mean(np.concatenate(noise_sq))) if noise_sq and len(np.concatenate(noise_sq)) else 0.0
+    in_probe = np.isin(table["column_id"].to_numpy(), probe.loc[use, "column_id"].to_numpy())
+    deviation = fitted_xy - smooth
+    spread_sq = float(np.mean(np.sum(deviation[in_probe] ** 2, axis=1))) if in_probe.any() else 0.0
+    shrink = math.sqrt(max(spread_sq - scatter_sq, 0.0) / spread_sq) if spread_sq > 0 else 0.0
+    return smooth + shrink * deviation, shrink, math.sqrt(scatter_sq)
+
+
+def _region_columns(region: ImageModel, columns: pd.DataFrame) -> np.ndarray:
+    """Indices of the region model's columns that are evaluated twin columns (matched by true position)."""
+    evaluated = columns.loc[columns["evaluate"], ["x_true_px", "y_true_px"]].to_numpy(float)
+    if len(evaluated) == 0 or len(region.x) == 0:
+        return np.zeros(0, dtype=np.int64)
+    distance, index = cKDTree(np.column_stack([region.x, region.y])).query(evaluated)
+    return np.unique(index[distance < 1e-6])
+
+
+# --------------------------------------------------------------------------- fitting the replicas
+
+
+def refine_like_the_sample(image: np.ndarray, columns: pd.DataFrame, *, separation_px: float,
+                           refine: str = "batched") -> tuple[np.ndarray, np.ndarray]:
+    """Refine the twin's starts on one replica as fit_columns refines the real image.
+
+    Sublattice A from its starts; a second sublattice B on the image minus A's fitted
+    model (atomap's recipe, :func:`remflow.columns.fit_columns`). Returns (N, 2) positions
+    and (N,) ``ok``, in the order of ``columns``.
+    """
+    from remflow.columns import model_image, refine_positions
+
+    image = np.asarray(image, dtype=np.float64)
+    xy = np.full((len(columns), 2), np.nan)
+    ok = np.zeros(len(columns), dtype=bool)
+    starts = columns[["x_start_px", "y_start_px"]].to_numpy(float)
+    names = columns["sublattice"].astype(str).to_numpy()
+    fitted_a = None
+    for name in sorted(set(names)):
+        members = np.flatnonzero(names == name)
+        if len(members) < 2:
+            continue
+        target = image
+        if name != "A" and fitted_a is not None:
+            target = image - model_image(image.shape, fitted_a)
+        result = refine_positions(target, starts[members], separation_px=separation_px, method=refine)
+        if name == "A":
+            fitted_a = result
+        xy[members] = np.column_stack([result.x, result.y])
+        ok[members] = np.asarray(result.ok, dtype=bool)
+    return xy, ok
+
+
+def fit_replicas(columns: pd.DataFrame, raw_replicas: np.ndarray, restored_replicas: np.ndarray, *,
+                 separation_px: float, refine: str = "batched") -> dict[str, np.ndarray]:
+    """Error vectors (R, N, 2) fitted minus true, raw and restored, and ``ok`` (R, N) on both."""
+    true_xy = columns[["x_true_px", "y_true_px"]].to_numpy(float)
+    errors = {"raw": [], "restored": []}
+    ok_all = []
+    for raw, restored in zip(raw_replicas, restored_replicas):
+        ok_pair = np.ones(len(columns), dtype=bool)
+        for kind, image in (("raw", raw), ("restored", restored)):
+            xy, ok = refine_like_the_sample(image, columns, separation_px=separation_px, refine=refine)
+            errors[kind].append(xy - true_xy)
+            ok_pair &= ok
+        ok_all.append(ok_pair)
+    return {"raw": np.array(errors["raw"]), "restored": np.array(errors["restored"]), "ok": np.array(ok_all)}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _rms(squared: np.ndarray, weight: np.ndarray) -> float:
+    total = weight.sum()
+    return float(np.sqrt((squared * weight).sum() / total)) if total > 0 else float("nan")
+
+
+def shared_fraction(errors: np.ndarray, valid: np.ndarray, xy: np.ndarray, separation_px: float) -> float:
+    """Correlation of neighbouring columns' error vectors (see the module docs); NaN without pairs."""
+    if len(xy) < 2:
+        return float("nan")
+    pairs = cKDTree(xy).query_pairs(PAIR_SPACINGS * separation_px, output_type="ndarray")
+    if len(pairs) == 0:
+        return float("nan")
+    i, j = pairs[:, 0], pairs[:, 1]
+    both = valid[:, i] & valid[:, j]
+    cross = np.where(both, np.sum(errors[:, i] * errors[:, j], axis=2), 0.0).sum()
+    own = np.where(both, 0.5 * (np.sum(errors[:, i] ** 2, axis=2) + np.sum(errors[:, j] ** 2, axis=2)), 0.0).sum()
+    return float(cross / own) if own > 0 else float("nan")
+
+
+def twin_figures(columns: pd.DataFrame, fits: dict[str, np.ndarray], *, separation_px: float,
+                 pixel_size_pm: float | tuple[float, float] | None = None, n_boot: int = 2000,
+                 seed: int = 0) -> dict[str, Any]:
+    """The twin's precision figures from :func:`fit_replicas` (keys of TWIN_FIELDS that it computes).
+
+    Only columns with ``evaluate`` count; a (replica, column) cell counts when the fit
+    succeeded on both the raw and the restored replica.
+    """
+    from remflow.precision import verdict
+
+    evaluate = columns["evaluate"].to_numpy(bool)
+    valid = fits["ok"][:, evaluate]
+    errors = {kind: fits[kind][:, evaluate] for kind in ("raw", "restored")}
+    for kind in errors:
+        valid = valid & np.isfinite(errors[kind]).all(axis=2)
+    out: dict[str, Any] = {"twin_replicas": int(fits["ok"].shape[0]), "twin_columns": int(valid.any(axis=0).sum())}
+    if valid.sum() < 3:
+        out["twin_status"] = "too few twin columns fitted"
+        return out
+    replicas, count = valid.shape
+    weight = valid.astype(np.float64)
+    scale = np.ones(2) if pixel_size_pm is None else np.broadcast_to(np.asarray(pixel_size_pm, float), (2,))
+    units = [("px", np.ones(2))] + ([("pm", scale)] if pixel_size_pm is not None else [])
+    rng = np.random.default_rng(seed)
+    column_draws = rng.integers(0, count, size=(n_boot, count))
+    replica_draws = rng.integers(0, replicas, size=(n_boot, replicas))
+    for unit, factor in units:
+        squared = {kind: np.where(valid, np.sum((errors[kind] * factor) ** 2, axis=2), 0.0) for kind in errors}
+        point = {kind: _rms(squared[kind], weight) for kind in errors}
+        boot = {kind: np.empty(n_boot) for kind in errors}
+        for b in range(n_boot):
+            w = weight[replica_draws[b]][:, column_draws[b]]
+            for kind in errors:
+                boot[kind][b] = _rms(squared[kind][replica_draws[b]][:, column_draws[b]], w)
+        for kind in errors:
+            name = f"twin_error_{kind}_{unit}"
+            out[name] = point[kind]
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = (float(v) for v in np.nanpercentile(boot[kind], [2.5, 97.5]))
+        if unit == "px":
+            gain_boot = boot["raw"] / boot["restored"]
+            out["twin_gain"] = point["raw"] / point["restored"] if point["restored"] > 0 else float("inf")
+            out["twin_gain_ci_low"], out["twin_gain_ci_high"] = (float(v) for v in np.nanpercentile(gain_boot, [2.5, 97.5]))
+            out["twin_verdict"] = verdict(out["twin_gain_ci_low"], out["twin_gain_ci_high"])
+        bias = np.array([(np.where(valid, errors["restored"][..., a] * factor[a], 0.0)).sum() / weight.sum()
+                         for a in range(2)])
+        out[f"twin_bias_restored_{unit}"] = float(np.hypot(*bias))
+        if unit == "px":
+            out["twin_bias_restored_x_px"], out["twin_bias_restored_y_px"] = float(bias[0]), float(bias[1])
+    xy = columns.loc[evaluate, ["x_true_px", "y_true_px"]].to_numpy(float)
+    for kind in errors:
+        out[f"twin_shared_fraction_{kind}"] = shared_fraction(errors[kind], valid, xy, separation_px)
+    fraction = out["twin_shared_fraction_restored"]
+    if fraction is not None and math.isfinite(fraction):
+        out["twin_shared_error_restored_px"] = math.sqrt(max(fraction, 0.0)) * out["twin_error_restored_px"]
+    out["twin_status"] = "ok"
+    return out
+
+
+def efficiency(record: dict[str, Any]) -> dict[str, Any]:
+    """Error / CRLB (radial) for raw and restored, on the basis the verdict uses (truth, else twin).
+
+    Adds ``error_over_crlb_raw``, ``error_over_crlb_restored``, ``crlb_basis`` and, when the
+    restored error is under the bound, ``crlb_note`` = BELOW_BOUND_NOTE. An unbiased
+    estimator cannot go below 1 (the bound holds for unbiased estimators only).
+    """
+    out: dict[str, Any] = {}
+    bound = record.get("crlb_radial_px")
+    if bound is None or not (isinstance(bound, (int, float)) and bound > 0):
+        return out
+    for basis, prefix in (("truth", "truth_rmse"), ("twin", "twin_error")):
+        raw, restored = record.get(f"{prefix}_raw_px"), record.get(f"{prefix}_restored_px")
+        if raw is not None and restored is not None:
+            out["crlb_basis"] = basis
+            out["error_over_crlb_raw"] = raw / bound
+            out["error_over_crlb_restored"] = restored / bound
+            if restored / bound < 1:
+                out["crlb_note"] = BELOW_BOUND_NOTE
+            break
+    return out

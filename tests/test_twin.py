@@ -1,0 +1,129 @@
+"""The noise twin, its noise model and the per-image Cramér-Rao bound, on real fits and real TensorFlow.
+
+Synthetic lattices with known static displacements (remflow.synthetic) are fitted without
+their truth; the truth RMSE is recomputed here from the fitted table and the true positions.
+
+Run: PYTHONPATH=scripts .venv/bin/python -m pytest tests/test_twin.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from remflow.columns import fit_columns
+from remflow.crlb import image_position_crlb, lattice_position_crlb
+from remflow.imagemodel import fit_image_model, fit_noise_model, model_parameter_count
+from remflow.precision import bootstrap_ci, match_nearest, verdict
+from remflow.precision.basis import apply_gain_basis
+from remflow.precision.twin import fit_replicas, model_of_image, plan_twin, twin_figures
+from remflow.synthetic import Degradation, LatticeSpec, degrade, expected_counts, render, true_positions
+
+SHAPE = (128, 128)
+JITTER = 0.15  # px per axis: static displacements of the true columns
+
+
+def truth_rmse(table: pd.DataFrame, truth: pd.DataFrame, spacing: float) -> dict[str, float | str]:
+    """Truth RMSE raw and restored and the truth verdict, recomputed from the table."""
+    true_xy = truth[["x_px", "y_px"]].to_numpy(float)
+    match = match_nearest(table[["x_restored_px", "y_restored_px"]].to_numpy(float), true_xy, 0.5 * spacing)
+    ok = table["fit_ok_raw"].to_numpy(bool) & table["fit_ok_restored"].to_numpy(bool) & (match >= 0)
+    squared = np.column_stack([
+        np.sum((table.loc[ok, [f"x_{kind}_px", f"y_{kind}_px"]].to_numpy(float) - true_xy[match[ok]]) ** 2, axis=1)
+        for kind in ("raw", "restored")])
+    low, high = bootstrap_ci(squared, lambda s: float(np.sqrt(s[:, 0].mean() / s[:, 1].mean())), n_boot=1000)
+    rms = np.sqrt(squared.mean(axis=0))
+    return {"raw": float(rms[0]), "restored": float(rms[1]), "verdict": verdict(low, high)}
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    from remflow.restore import Restorer
+
+    return Restorer("sfr_hrstem")
+
+
+@pytest.mark.parametrize("dose", [300.0, 30000.0])
+def test_twin_predicts_the_truth_rmse_and_verdict_without_truth(restorer, dose):
+    spec = LatticeSpec(shape=SHAPE, position_jitter_px=JITTER, seed=1)
+    truth = true_positions(spec)
+    raw = degrade(render(spec, truth), Degradation(dose_e_per_A2=dose, seed=1)).astype(np.float64)
+    restored = restorer.restore(raw)
+    fit = fit_columns(raw, restored, separation_px=spec.spacing_px, refine="batched", min_columns=10)
+    assert "x_true_px" not in fit.table  # the twin runs without truth
+    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=4, seed=0)
+    fits = fit_replicas(plan.columns, plan.replicas, np.array(restorer.restore_many(list(plan.replicas))),
+                        separation_px=fit.separation_px)
+    twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
+    real = truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px)
+    print(dose, real, {k: twin[k] for k in ("twin_error_raw_px", "twin_error_restored_px", "twin_gain",
+                                            "twin_verdict")}, plan.figures["noise_reduced_chi_square"])
+    assert twin["twin_error_raw_px"] == pytest.approx(real["raw"], rel=0.25)
+    assert twin["twin_error_restored_px"] == pytest.approx(real["restored"], rel=0.25)
+    assert twin["twin_verdict"] == real["verdict"]
+    assert abs(plan.figures["noise_reduced_chi_square"] - 1) < 0.1  # the model explains the image
+
+
+def test_noise_model_recovers_gain_and_read_noise_of_poisson_gaussian_images():
+    spec = LatticeSpec(shape=SHAPE, position_jitter_px=0.1, seed=3)
+    positions = true_positions(spec)
+    clean = render(spec, positions)
+    mean = 400.0 * clean / clean.max()
+    gain, read = 2.5, 15.0  # image units per electron; Gaussian read noise (image units)
+    rng = np.random.default_rng(7)
+    image = gain * rng.poisson(mean / gain) + rng.normal(0.0, read, size=mean.shape)
+    model = fit_image_model(image, positions["x_px"], positions["y_px"], sigma_start=2.0)
+    noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model))
+    print(noise)
+    assert model.sigma["A"] == pytest.approx(spec.sigma_px, rel=0.02)
+    assert noise.gain == pytest.approx(gain, rel=0.10)
+    assert noise.read_noise == pytest.approx(read, rel=0.10)
+    assert noise.reduced_chi_square == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("dose", [500.0, 20000.0])
+def test_image_crlb_matches_the_benchmark_crlb_of_the_same_image_model(dose):
+    spec = LatticeSpec(shape=(96, 96), seed=2)
+    degradation = Degradation(dose_e_per_A2=dose, seed=2)
+    clean = render(spec, true_positions(spec))
+    raw = degrade(clean, degradation).astype(np.float64)
+    # Columns found on the noiseless image, refined on the raw one (what the twin models).
+    fit = fit_columns(raw, expected_counts(clean, degradation), separation_px=spec.spacing_px, refine="batched",
+                      min_columns=10)
+    model, noise, _ = model_of_image(raw, fit.table, spec.spacing_px)
+    image = image_position_crlb(model, noise)["crlb_px"]
+    benchmark = lattice_position_crlb(spec, degradation)
+    print(dose, image, benchmark, noise)
+    assert image == pytest.approx(benchmark, rel=0.10)
+
+
+def test_the_verdict_rests_on_truth_then_twin_then_truth_free_figures():
+    twin = {"twin_gain": 0.8, "twin_gain_ci_low": 0.7, "twin_gain_ci_high": 0.9}
+    lattice = {"gain_basis": "lattice", "precision_gain": 1.1, "precision_gain_ci_low": 1.05,
+               "precision_gain_ci_high": 1.2, "verdict": "helps"}
+    chosen = apply_gain_basis({**lattice, **twin})
+    assert (chosen["gain_basis"], chosen["verdict"], chosen["lattice_gain"]) == ("twin", "hurts", 1.1)
+    truth = {"truth_gain": 1.5, "truth_gain_ci_low": 1.2, "truth_gain_ci_high": 1.8}
+    assert apply_gain_basis({**lattice, **twin, **truth})["gain_basis"] == "truth"
+    assert apply_gain_basis(lattice)["gain_basis"] == "lattice"
+
+
+def test_the_workflow_reports_twin_and_crlb_for_every_sample_with_columns(small_run):
+    """The default run wires the twin: replicas restored in batch jobs, figures in the summary."""
+    summary = pd.read_csv(small_run / "results" / "summary.csv")
+    bench = summary[summary["sample"].str.startswith("bench_")]
+    assert len(bench) == 2
+    for _, row in bench.iterrows():
+        assert row["twin_status"] == "ok"
+        assert row["gain_basis"] == "truth"  # the sheet gives truth: the verdict rests on it
+        for name in ("twin_error_raw_px", "twin_error_restored_px", "twin_gain", "crlb_radial_px",
+                     "error_over_crlb_raw", "twin_error_raw_pm", "noise_gain"):
+            assert np.isfinite(row[name]), name
+        assert row["twin_error_raw_px_ci_low"] <= row["twin_error_raw_px"] <= row["twin_error_raw_px_ci_high"]
+        # The twin predicts the truth of its own image within 25 % (raw).
+        assert row["twin_error_raw_px"] == pytest.approx(row["truth_rmse_raw_px"], rel=0.25)
+    batches = list((small_run / "results" / "twin" / "batches").iterdir())
+    assert batches and all((b / f"{s}.npy").exists() for b in batches for s in bench["sample"]
+                           if (b / f"{s}.json").exists())
+    assert (small_run / "results" / "figures" / "twin_crlb.png").stat().st_size > 0

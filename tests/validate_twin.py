@@ -1,0 +1,91 @@
+"""Validation of the noise twin on synthetic lattices with known static displacements.
+
+Not a test (it takes minutes): prints, for each dose and each choice of the twin's true
+positions, the truth RMSE of raw and restored fits (recomputed from the fitted table and
+the true positions) next to the twin's figures. The README's table comes from it:
+
+    PYTHONPATH=scripts .venv/bin/python tests/validate_twin.py [--replicas 4] [--seeds 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from remflow.columns import fit_columns
+from remflow.precision import bootstrap_ci, verdict
+from remflow.precision.twin import TRUTH_CHOICES, fit_replicas, plan_twin, twin_figures
+from remflow.restore import Restorer
+from remflow.synthetic import Degradation, LatticeSpec, degrade, render, true_positions
+
+NETWORK = "sfr_hrstem"
+
+
+def truth_figures(table: pd.DataFrame, truth: pd.DataFrame, spacing: float) -> dict:
+    """Truth RMSE raw and restored with the paired gain interval (recomputed here from the table)."""
+    from remflow.precision import match_nearest
+
+    start = table[["x_restored_px", "y_restored_px"]].to_numpy(float)
+    true_xy = truth[["x_px", "y_px"]].to_numpy(float)
+    match = match_nearest(start, true_xy, 0.5 * spacing)
+    ok = table["fit_ok_raw"].to_numpy(bool) & table["fit_ok_restored"].to_numpy(bool) & (match >= 0)
+    t = true_xy[match[ok]]
+    sq = np.column_stack([np.sum((table.loc[ok, [f"x_{k}_px", f"y_{k}_px"]].to_numpy(float) - t) ** 2, axis=1)
+                          for k in ("raw", "restored")])
+    rms = np.sqrt(sq.mean(axis=0))
+    low, high = bootstrap_ci(sq, lambda s: float(np.sqrt(s[:, 0].mean() / s[:, 1].mean())), n_boot=1000)
+    return {"truth_raw": rms[0], "truth_restored": rms[1], "truth_gain": rms[0] / rms[1],
+            "truth_verdict": verdict(low, high), "n": int(ok.sum())}
+
+
+def run_case(restorer: Restorer, spec: LatticeSpec, degradation: Degradation, choices, replicas: int) -> list[dict]:
+    truth = true_positions(spec)
+    raw = degrade(render(spec, truth), degradation).astype(np.float64)
+    restored = restorer.restore(raw)
+    fit = fit_columns(raw, restored, separation_px=spec.spacing_px, refine="batched", min_columns=10)
+    base = truth_figures(fit.table, truth[truth["in_image"]], spec.spacing_px)
+    rows = []
+    for choice in choices:
+        started = time.perf_counter()
+        plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=replicas, seed=0, truth=choice,
+                         pixel_size_pm=degradation.pixel_size_pm)
+        restored_replicas = restorer.restore_many(list(plan.replicas))
+        fits = fit_replicas(plan.columns, plan.replicas, np.array(restored_replicas), separation_px=fit.separation_px)
+        figures = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
+        rows.append({"dose": degradation.dose_e_per_A2, "seed": spec.seed, "choice": choice, **base,
+                     "twin_raw": figures["twin_error_raw_px"], "twin_restored": figures["twin_error_restored_px"],
+                     "twin_gain": figures["twin_gain"], "twin_verdict": figures["twin_verdict"],
+                     "gain_fit": plan.figures["noise_gain"], "read": plan.figures["noise_read_sigma"],
+                     "chi2": plan.figures["noise_reduced_chi_square"], "method": plan.figures["noise_method"],
+                     "crlb_radial": plan.figures["crlb_radial_px"], "seconds": time.perf_counter() - started})
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--doses", type=float, nargs="+", default=[300.0, 30000.0])
+    parser.add_argument("--jitter", type=float, default=0.15)
+    parser.add_argument("--choices", nargs="+", default=list(TRUTH_CHOICES))
+    args = parser.parse_args()
+    restorer = Restorer(NETWORK)
+    rows = []
+    for seed in args.seeds:
+        for dose in args.doses:
+            spec = LatticeSpec(shape=(128, 128), position_jitter_px=args.jitter, seed=seed)
+            rows += run_case(restorer, spec, Degradation(dose_e_per_A2=dose, seed=seed), args.choices, args.replicas)
+    table = pd.DataFrame(rows)
+    for column in ("raw", "restored"):
+        table[f"ratio_{column}"] = table[f"twin_{column}"] / table[f"truth_{column}"]
+    print(table.groupby(["dose", "choice"])[["truth_raw", "twin_raw", "ratio_raw", "truth_restored", "twin_restored",
+                                             "ratio_restored", "truth_gain", "twin_gain"]].mean().round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
