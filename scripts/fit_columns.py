@@ -6,27 +6,37 @@ import hyperspy.api as hs
 import pandas as pd
 
 from remflow.atomic import atomic_path, write_json
-from remflow.columns import fit_columns
+from remflow.columns import column_contrast, detector_texts, fit_columns, parse_roi
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
 row = snakemake.params.row
-raw = hs.load(snakemake.input.raw, lazy=False).data
+raw_signal = hs.load(snakemake.input.raw, lazy=False)
+raw = raw_signal.data
 restored = hs.load(snakemake.input.restored, lazy=False).data
 truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
+with open(snakemake.input.info) as handle:
+    info = json.load(handle)
+contrast = column_contrast(row.get("contrast"), detector_texts(info, raw_signal.metadata.as_dictionary(),
+                                                               row.get("path")))
 separation = row.get("separation_px") or settings["separation_px"]
 second = row.get("second_sublattice")
 result = fit_columns(raw, restored, separation_px=separation,
                      second_sublattice=settings["second_sublattice"] if second is None else bool(second),
-                     refine=settings["refine"], min_columns=settings["min_columns"], truth=truth)
-log.info("%s: %d columns, status %s, separation %.3f px", row["sample"], len(result.table), result.status,
-         result.separation_px if result.separation_px else float("nan"))
+                     refine=settings["refine"], min_columns=settings["min_columns"], truth=truth,
+                     contrast=contrast, roi_px=parse_roi(row.get("roi_px"), raw.shape),
+                     min_peak_snr=settings.get("min_peak_snr", 4.5))
+log.info("%s: %d columns (%s contrast), status %s, separation %.3f px", row["sample"], len(result.table), contrast,
+         result.status, result.separation_px if result.separation_px else float("nan"))
 with atomic_path(snakemake.output.columns) as tmp:
     result.table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
-with open(snakemake.input.info) as handle:
-    sha256 = json.load(handle)["sha256"]
+left_out = result.left_out if result.left_out is not None else pd.DataFrame()
 write_json(snakemake.output.info, {
     "sample": row["sample"], "status": result.status, "n_columns": int(len(result.table)),
-    "separation_px": result.separation_px, "image_shape": list(raw.shape),
-    "provenance": provenance({"fit": settings}, input_sha256=sha256)})
+    "separation_px": result.separation_px, "image_shape": list(raw.shape), "contrast": contrast,
+    "roi_px": list(parse_roi(row.get("roi_px"), raw.shape) or []) or None,
+    "n_not_significant": int(len(left_out)),
+    "left_out": [{"x_px": round(float(r.x_px), 3), "y_px": round(float(r.y_px), 3), "sublattice": r.sublattice,
+                  "peak_snr": round(float(r.peak_snr), 3), "reason": r.reason} for r in left_out.itertuples()],
+    "provenance": provenance({"fit": settings}, input_sha256=info["sha256"])})

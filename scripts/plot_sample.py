@@ -1,4 +1,4 @@
-"""Rule figure: raw | restored | difference, displacements and lattice residuals of one sample."""
+"""Rule figure: raw | restored | difference, displacements and local errors of one sample."""
 
 import json
 
@@ -21,5 +21,6 @@ columns = pd.read_csv(snakemake.input.columns)
 # The scale bar is horizontal: use the x pixel size when the axes differ.
 pixel_size_pm = info.get("pixel_size_x_pm") or info.get("pixel_size_pm")
 plot_sample(raw, restored, columns, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm,
-            separation_px=fit.get("separation_px"))
+            separation_px=fit.get("separation_px"), left_out=pd.DataFrame(fit.get("left_out") or [],
+                                                                          columns=["x_px", "y_px"]))
 log.info("wrote %s", snakemake.output[0])

@@ -1,4 +1,4 @@
-"""Rule precision: lattice and truth precision of raw and restored fits, the gain and its verdict."""
+"""Rule precision: local, global-lattice and truth precision of raw and restored fits, the gain and its verdict."""
 
 import json
 
@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from remflow.atomic import write_json
+from remflow.columns import status_ok
 from remflow.ingest import read_sample_image
 from remflow.precision import precision_summary
 from remflow.runlog import provenance, setup_logging
@@ -21,8 +22,9 @@ with open(snakemake.input.fit) as handle:
 table = pd.read_csv(snakemake.input.columns)
 truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
 record = {"sample": info["sample"], "network": info["network"], "pixel_size_pm": info["pixel_size_pm"],
-          "n_columns": fit["n_columns"], "status": fit["status"]}
-if fit["status"] == "ok":
+          "n_columns": fit["n_columns"], "status": fit["status"], "n_not_significant": fit.get("n_not_significant"),
+          "contrast": fit.get("contrast")}
+if status_ok(fit["status"]):
     pixel = info["pixel_size_pm"]
     if pixel is not None and info["pixel_size_x_pm"] != info["pixel_size_y_pm"]:
         pixel = (info["pixel_size_x_pm"], info["pixel_size_y_pm"])
