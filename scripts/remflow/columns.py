@@ -445,6 +445,27 @@ def detector_texts(info: dict | None, metadata: dict | None = None, path: str | 
 MIN_PEAK_SNR = 4.5
 
 
+#: Fractions of the autocorrelation's spacing tried when it gives no lattice region.
+SHORTER_SPACINGS = (0.8, 0.65)
+
+
+def _significant_lattice(raw: np.ndarray, region: np.ndarray, origin: tuple[int, int], spacing: float,
+                         min_peak_snr: float) -> tuple:
+    """Peaks of ``region`` (restored, ROI) found with ``spacing``, their significance on ``raw``:
+    (spacing, significant starts (M, 2), their SNR, largest periodic region, left-out table, n found)."""
+    found = find_columns(region, spacing) + np.array(origin, dtype=np.float64)
+    snr = peak_significance(raw, found, spacing)
+    significant = snr >= min_peak_snr
+    left_out = pd.DataFrame({"x_px": found[~significant, 0], "y_px": found[~significant, 1], "sublattice": "A",
+                             "peak_snr": snr[~significant], "reason": "not significant"})
+    starts = found[significant]
+    # The pair shell follows the found columns' own nearest-neighbour distance: the autocorrelation's
+    # spacing can be a shorter, sub-lattice distance (e.g. 21 px where SrTiO3's columns are 29 px apart).
+    regions = periodic_regions(starts) if len(starts) >= 3 else np.full(len(starts), -1)
+    largest = int(np.sum(regions == 0))
+    return spacing, starts, snr[significant], largest, left_out, len(found)
+
+
 def fit_columns(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | None = None,
                 second_sublattice: bool = False, refine: str = "atomap", min_columns: int = 20,
                 truth: pd.DataFrame | None = None, contrast: str = "bright",
@@ -491,18 +512,22 @@ def fit_columns(raw: np.ndarray, restored: np.ndarray, *, separation_px: float |
     spacing = given or estimate_separation(region, strongest_shell=second_sublattice)
     if spacing is None:
         return _no_lattice("no periodic peaks in the autocorrelation of the restored image", with_truth, None)
-    found = find_columns(region, spacing) + np.array([x0, y0], dtype=np.float64)
-    snr = peak_significance(raw, found, spacing)
-    significant = snr >= min_peak_snr
-    left_out = pd.DataFrame({"x_px": found[~significant, 0], "y_px": found[~significant, 1], "sublattice": "A",
-                             "peak_snr": snr[~significant], "reason": "not significant"})
-    starts, snr = found[significant], snr[significant]
     need = max(min_columns, 4)
+    # The autocorrelation's nearest strong peak can be a coarser period than the columns (e.g.
+    # scan-line stripes over a whole frame with a small particle): when it yields no lattice and
+    # the spacing was not given, shorter spacings are tried and the largest lattice region wins.
+    candidates = [spacing] if given else [spacing] + [f * spacing for f in SHORTER_SPACINGS if f * spacing >= 4]
+    best = None
+    for candidate in candidates:
+        trial = _significant_lattice(raw, region, (x0, y0), candidate, min_peak_snr)
+        if best is None or trial[3] > best[3]:
+            best = trial
+        if best[3] >= need:
+            break
+    spacing, starts, snr, largest, left_out, n_found = best
     if len(starts) < need:
-        return _no_lattice(f"{len(starts)} significant columns of {len(found)} peaks (need at least {need})",
+        return _no_lattice(f"{len(starts)} significant columns of {n_found} peaks (need at least {need})",
                            with_truth, spacing, left_out)
-    regions = periodic_regions(starts, spacing)
-    largest = int(np.sum(regions == 0)) if (regions >= 0).any() else 0
     if largest < need:
         return _no_lattice(f"no region holds {need} locally periodic columns (largest {largest} of "
                            f"{len(starts)} significant peaks)", with_truth, spacing, left_out)
@@ -519,15 +544,23 @@ def fit_columns(raw: np.ndarray, restored: np.ndarray, *, separation_px: float |
             residual = {kind: image - model_image(image.shape, fits_a[kind]) for kind, image in images.items()}
             b_snr = peak_significance(residual["raw"], b_starts, spacing)
             b_ok = b_snr >= min_peak_snr
+            # A sublattice, like A itself, needs a region of locally periodic significant columns:
+            # a few noise peaks above the threshold among hundreds of empty sites are not one.
+            b_regions = np.full(len(b_starts), -1)
+            b_regions[b_ok] = periodic_regions(b_starts[b_ok]) if b_ok.sum() >= 3 else -1
+            b_largest = int(np.sum(b_regions == 0))
+            b_keep = b_regions >= 0 if b_largest >= need else np.zeros(len(b_starts), dtype=bool)
+            reasons = np.where(b_ok, "not in a periodic B region", "not significant")
             left_out = pd.concat([left_out, pd.DataFrame({
-                "x_px": b_starts[~b_ok, 0], "y_px": b_starts[~b_ok, 1], "sublattice": "B",
-                "peak_snr": b_snr[~b_ok], "reason": "not significant"})], ignore_index=True)
-            if b_ok.sum() >= 2:
-                fits_b = {kind: refine_a(residual[kind], b_starts[b_ok], separation_px=spacing) for kind in images}
-                groups.append(("B", b_starts[b_ok], fits_b, b_snr[b_ok]))
+                "x_px": b_starts[~b_keep, 0], "y_px": b_starts[~b_keep, 1], "sublattice": "B",
+                "peak_snr": b_snr[~b_keep], "reason": reasons[~b_keep]})], ignore_index=True)
+            if b_keep.any():
+                fits_b = {kind: refine_a(residual[kind], b_starts[b_keep], separation_px=spacing) for kind in images}
+                groups.append(("B", b_starts[b_keep], fits_b, b_snr[b_keep]))
             else:
                 status = (f"ok (no second sublattice found: {int(b_ok.sum())} of {len(b_starts)} B candidates "
-                          f"have a significant peak; sublattice A stands)")
+                          f"have a significant peak, largest periodic region {b_largest} (need {need}); "
+                          f"sublattice A stands)")
         else:
             status = "ok (no second sublattice found: no B sites between the A columns; sublattice A stands)"
         if status != "ok":

@@ -2,7 +2,7 @@
 
 Formula (midpoint of opposite neighbours). Per sublattice, on the restored positions (so raw
 and restored use the same columns and pairs), column ``i`` gets every pair ``(j, k)`` of its
-neighbours (0.6 to 1.5 column spacings away) that lie opposite each other:
+neighbours (0.6 to 1.8 nearest-neighbour distances away) that lie opposite each other:
 ``|d_ij + d_ik| < 0.2 |d|`` with ``d_ij = r_j - r_i``. For each pair and each image
 
     e = r_i - (r_j + r_k) / 2.
@@ -71,7 +71,7 @@ from remflow.precision.stats import KINDS, scaled
 #: var(r_i - (r_j + r_k)/2) = (1 + 1/4 + 1/4) sigma^2 per axis for independent equal errors.
 MIDPOINT_FACTOR = 1.5
 #: Neighbours between these multiples of the column spacing are candidates for pairs.
-NEIGHBOUR_SHELL = (0.6, 1.5)
+NEIGHBOUR_SHELL = (0.6, 1.8)
 #: Two neighbours are opposite when |d_ij + d_ik| is below this fraction of their mean distance.
 PAIR_TOLERANCE = 0.2
 #: Pairs at least this far from the fast-scan (x) axis join columns on different scan lines.
