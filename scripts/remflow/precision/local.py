@@ -159,7 +159,8 @@ def periodic_regions(xy: np.ndarray, spacing_px: float | None = None) -> np.ndar
     """(N,) int: label of the locally periodic region of each position, -1 outside any.
 
     A region is a connected set of locally periodic columns (:func:`periodic_columns`), two
-    columns being connected when one is a member of the other's opposite pair. Grains,
+    columns being connected when one is a member of the other's opposite pair, plus the columns
+    at its edge that complete those pairs. Grains,
     domains and particles each give a region (or merge where they touch); amorphous
     material and noise peaks give none. Labels are 0.. in order of decreasing size.
     """
@@ -182,6 +183,10 @@ def periodic_regions(xy: np.ndarray, spacing_px: float | None = None) -> np.ndar
     ordered = unique[np.lexsort((unique, -sizes[unique]))]
     rank[ordered] = np.arange(len(ordered))
     labels[periodic] = rank[ids]
+    # The region's edge: columns that complete a periodic column's pair belong to its region too.
+    for members in (pairs.first, pairs.second):
+        edge = periodic[pairs.centre] & (labels[members] < 0)
+        labels[members[edge]] = labels[pairs.centre[edge]]
     return labels
 
 
