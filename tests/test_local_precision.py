@@ -157,7 +157,8 @@ def test_a_crystal_next_to_vacuum_has_no_column_in_the_vacuum_and_the_crystal_s_
     alone = fit_to_csv(raw, restored, truth, roi_px=(0, 0, int(edge), SHAPE[0]))[1]
     half = precision_summary(table, image_shape=SHAPE, separation_px=SPACING, pixel_size_pm=None, n_boot=300)
     full = precision_summary(alone, image_shape=SHAPE, separation_px=SPACING, pixel_size_pm=None, n_boot=300)
-    assert half["local_precision_raw_px_ci_low"] <= full["local_precision_raw_px"] <= half["local_precision_raw_px_ci_high"]
+    low, high = half["local_precision_raw_px_ci_low"], half["local_precision_raw_px_ci_high"]
+    assert low <= full["local_precision_raw_px"] <= high
     assert half["local_precision_raw_px"] == pytest.approx(interior_truth_rmse(table), rel=0.15)
 
 
@@ -190,7 +191,8 @@ def test_contrast_auto_follows_the_detector_named_in_metadata_title_or_file():
     assert column_contrast("auto", ["ABF"]) == "dark"
     assert column_contrast("", ["Bright Field"]) == "dark"
     assert column_contrast("auto", detector_texts({"signal": {"title": "BF"}}, {})) == "dark"
-    assert column_contrast("auto", detector_texts({}, {"General": {"title": ""}}, "/data/test_ABF_cropped.hdf5")) == "dark"
+    no_title = {"General": {"title": ""}}
+    assert column_contrast("auto", detector_texts({}, no_title, "/data/test_ABF_cropped.hdf5")) == "dark"
     assert column_contrast("auto", detector_texts({}, {"Acquisition_instrument": {"TEM": {"Detector": {
         "name": "HAADF"}}}}, "/data/scan_07.dm4")) == "bright"
     assert column_contrast("bright", ["ABF"]) == "bright" and column_contrast("dark", []) == "dark"

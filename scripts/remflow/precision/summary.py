@@ -23,7 +23,7 @@ import pandas as pd
 
 from remflow.precision.lattice import lattice_residual_vectors
 from remflow.precision.local import local_errors
-from remflow.precision.stats import KINDS, json_number, paired_figures, paired_figures_from_squares, scaled, verdict
+from remflow.precision.stats import KINDS, json_number, paired_figures_from_squares, scaled, verdict
 from remflow.precision.truth import detection_counts, truth_error_vectors, with_truth_columns
 
 #: (basis name, figure prefix) in the order they appear in the summary.
