@@ -7,6 +7,7 @@ import pandas as pd
 
 from remflow.atomic import atomic_path, write_json
 from remflow.columns import column_contrast, detector_texts, fit_columns, parse_roi
+from remflow.frames import fit_series
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -20,23 +21,32 @@ with open(snakemake.input.info) as handle:
     info = json.load(handle)
 contrast = column_contrast(row.get("contrast"), detector_texts(info, raw_signal.metadata.as_dictionary(),
                                                                row.get("path")))
+roi = parse_roi(row.get("roi_px"), raw.shape[-2:])
 separation = row.get("separation_px") or settings["separation_px"]
 second = row.get("second_sublattice")
-result = fit_columns(raw, restored, separation_px=separation,
-                     second_sublattice=settings["second_sublattice"] if second is None else bool(second),
-                     refine=settings["refine"], min_columns=settings["min_columns"], truth=truth,
-                     contrast=contrast, roi_px=parse_roi(row.get("roi_px"), raw.shape),
-                     min_peak_snr=settings.get("min_peak_snr", 4.5))
+options = dict(separation_px=separation,
+               second_sublattice=settings["second_sublattice"] if second is None else bool(second),
+               refine=settings["refine"], min_columns=settings["min_columns"], truth=truth, contrast=contrast,
+               roi_px=roi, min_peak_snr=settings.get("min_peak_snr", 4.5))
+series = {}
+if raw.ndim == 3:  # a frame series (frame: all): columns found once, refined on every frame
+    result = fit_series(raw, restored, **options)
+    series = {"n_frames": result.n_frames, "frame_shifts_px": result.shifts_px.round(4).tolist()}
+    raw = raw[0]
+else:
+    result = fit_columns(raw, restored, **options)
 log.info("%s: %d columns (%s contrast), status %s, separation %.3f px", row["sample"], len(result.table), contrast,
          result.status, result.separation_px if result.separation_px else float("nan"))
 with atomic_path(snakemake.output.columns) as tmp:
     result.table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
-left_out = result.left_out if result.left_out is not None else pd.DataFrame()
+left_out = getattr(result, "left_out", None)
+left_out = left_out if left_out is not None else pd.DataFrame(columns=["x_px", "y_px", "sublattice", "peak_snr",
+                                                                       "reason"])
 write_json(snakemake.output.info, {
-    "sample": row["sample"], "status": result.status, "n_columns": int(len(result.table)),
+    "sample": row["sample"], "status": result.status,
+    "n_columns": int(result.table["column_id"].nunique()) if series else int(len(result.table)),
     "separation_px": result.separation_px, "image_shape": list(raw.shape), "contrast": contrast,
-    "roi_px": list(parse_roi(row.get("roi_px"), raw.shape) or []) or None,
-    "n_not_significant": int(len(left_out)),
+    "roi_px": list(roi) if roi else None, "n_not_significant": int(len(left_out)),
     "left_out": [{"x_px": round(float(r.x_px), 3), "y_px": round(float(r.y_px), 3), "sublattice": r.sublattice,
                   "peak_snr": round(float(r.peak_snr), 3), "reason": r.reason} for r in left_out.itertuples()],
-    "provenance": provenance({"fit": settings}, input_sha256=info["sha256"])})
+    **series, "provenance": provenance({"fit": settings}, input_sha256=info["sha256"])})

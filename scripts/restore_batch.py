@@ -45,7 +45,8 @@ for sample, raw, data in zip([info["sample"] for info in infos], raws, restored_
     restored.save(scratch / f"{sample}.hspy")
     write_json(scratch / f"{sample}.json", {
         "sample": sample, "network": network, "device": restorer.device,
-        "mode": "whole" if raw.data.size <= settings["max_whole_pixels"] else "tiled",
+        # A frame series (n_frames, rows, cols) is restored frame by frame.
+        "mode": "whole" if raw.data.shape[-1] * raw.data.shape[-2] <= settings["max_whole_pixels"] else "tiled",
         "shape": list(raw.data.shape), "provenance": provenance({"restore": settings})})
     log.info("wrote %s %s", sample, raw.data.shape)
 os.replace(scratch, final)

@@ -398,3 +398,28 @@ def write_sample(spec: LatticeSpec, degradation: Degradation, image_path: str | 
             _image_signal(expected, spec, degradation, f"noiseless synthetic {spec.kind} lattice, {dose}").save(tmp)
     with atomic_path(truth_path) as tmp:
         positions.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+
+
+def write_series(spec: LatticeSpec, degradation: Degradation, shifts_px: list[tuple[float, float]],
+                 image_path: str | Path, truth_path: str | Path) -> pd.DataFrame:
+    """A frame series of one specimen: frame ``f`` is ``spec`` rigidly shifted by ``shifts_px[f]``
+    (drift; added to ``spec.shift_px``), degraded with seed ``degradation.seed + f`` (independent
+    noise and jitter per frame). Writes a (n_frames, rows, cols) ``.hspy`` stack (axes in pm) and a
+    truth CSV with a ``frame`` column (the true positions of every frame); returns that truth.
+    """
+    from dataclasses import replace
+
+    frames, truths = [], []
+    for index, (dx, dy) in enumerate(shifts_px):
+        frame_spec = replace(spec, shift_px=(spec.shift_px[0] + float(dx), spec.shift_px[1] + float(dy)))
+        positions = true_positions(frame_spec)
+        frames.append(degrade(render(frame_spec, positions), replace(degradation, seed=degradation.seed + index)))
+        truths.append(positions.assign(frame=index))
+    truth = pd.concat(truths, ignore_index=True)[["frame", *TRUTH_COLUMNS]]
+    dose = f"{degradation.dose_e_per_A2:g} e/A^2"
+    with atomic_path(image_path) as tmp:
+        _image_signal(np.stack(frames), spec, degradation,
+                      f"synthetic {spec.kind} lattice, {len(frames)} frames, {dose}").save(tmp)
+    with atomic_path(truth_path) as tmp:
+        truth.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    return truth

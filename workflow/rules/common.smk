@@ -121,12 +121,27 @@ def dose_inputs(wildcards):
     return {"precision": [per_sample_result(s) for s in BENCHMARK_SAMPLES]}
 
 
+def methods_benchmark_outputs():
+    """The restoration-methods benchmark's tables and figures, when it is switched on."""
+    settings = config["benchmark"]
+    if not (settings["enabled"] and settings["methods"]):
+        return []
+    return [
+        "results/benchmark/methods.csv",
+        "results/benchmark/methods_summary.csv",
+        "results/figures/methods_error_vs_dose.png",
+        "results/figures/methods_fidelity_vs_dose.png",
+        "results/figures/methods_panel.png",
+    ]
+
+
 def all_outputs(wildcards):
     outputs = ["results/summary.csv", "results/summary.html", "results/figures/precision_gain.png"]
     outputs += [f"results/restored/{s}.hspy" for s in accepted(SAMPLES)]
     outputs += figure_inputs(wildcards)
     if BENCHMARK_SAMPLES:
         outputs += ["results/benchmark/precision_vs_dose.csv", "results/figures/precision_vs_dose.png"]
+    outputs += methods_benchmark_outputs()
     return outputs
 
 
@@ -137,7 +152,9 @@ def restore_mem_mb(wildcards, input):
     restored images, which the job holds together."""
     settings = config["restore"]
     sizes = [Path(f).stat().st_size for f in input.images]
-    largest_px = max(sizes, default=0) / 4
+    # A frame series goes through the network frame by frame: its largest call is one frame.
+    frames = [_read_json(f).get("n_frames") or 1 for f in input.infos]
+    largest_px = max((size / n for size, n in zip(sizes, frames)), default=0) / 4
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2
     return int(2000 + 0.002 * largest_px + 2 * sum(sizes) / 1e6)

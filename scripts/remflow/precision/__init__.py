@@ -31,3 +31,7 @@ __all__ = [
     "opposite_pairs", "paired_figures", "periodic_columns", "periodic_regions", "precision_summary",
     "truth_error_vectors", "truth_errors", "usable_columns", "verdict", "with_truth_columns",
 ]
+
+# The frame-series estimator lives in its own module (formula, assumptions, validation there);
+# imported last because it builds on the single-image figures above.
+from remflow.precision.series import SERIES_FIELDS, series_precision, series_summary  # noqa: E402,F401
