@@ -1,5 +1,7 @@
 import functools
 import json
+import mimetypes
+import os
 import re
 import sys
 from pathlib import Path
@@ -8,8 +10,15 @@ from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
 from snakemake.utils import validate
 
-# The remflow package lives in scripts/; make it importable without installing it.
-sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
+# remflow's own folder, from this file: workflow.basedir is the *main* Snakefile's folder,
+# which differs when remflow is used as a module of another workflow.
+REMFLOW_ROOT = Path(workflow.current_basedir).parents[1]
+# The remflow package lives in scripts/; make it importable without installing it, here
+# and in the rule scripts (Snakemake appends its own search paths after site-packages, so
+# an installed remflow of another checkout would win there).
+sys.path.insert(0, str(REMFLOW_ROOT / "scripts"))
+_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(PYTHONPATH=os.pathsep.join([str(REMFLOW_ROOT / "scripts")] + _PYTHONPATH))
 
 from remflow.ingest import resolve_path, split_dataset  # noqa: E402
 from remflow.sheet import load_sample_sheet  # noqa: E402
@@ -17,10 +26,8 @@ from remflow.synthetic_samples import benchmark_samples  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-SAMPLE_SHEET = load_sample_sheet(config["samples"], Path(workflow.basedir) / "schemas" / "samples.schema.yaml")
-SAMPLE_SHEET = benchmark_samples(
-    SAMPLE_SHEET, config["benchmark"]["doses"] if config["benchmark"]["enabled"] else []
-)
+SAMPLE_SHEET = load_sample_sheet(config["samples"], REMFLOW_ROOT / "workflow" / "schemas" / "samples.schema.yaml")
+SAMPLE_SHEET = benchmark_samples(SAMPLE_SHEET, config["benchmark"]["doses"] if config["benchmark"]["enabled"] else [])
 SAMPLES = list(SAMPLE_SHEET.index)
 BENCHMARK_SAMPLES = [s for s in SAMPLES if SAMPLE_SHEET.loc[s, "benchmark_dose"] is not None]
 
@@ -158,3 +165,22 @@ def restore_mem_mb(wildcards, input):
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2
     return int(2000 + 0.002 * largest_px + 2 * sum(sizes) / 1e6)
+
+
+# --- export (rules/export.smk): files for Fiji/ImageJ and atomap --------------------------
+
+# So that the report offers the atomap files as HDF5 downloads, not as text.
+mimetypes.add_type("application/x-hdf5", ".hdf5")
+
+
+def export_outputs(wildcards):
+    """The ImageJ TIFF and the two atomap files of every accepted sample."""
+    return [
+        path
+        for sample in accepted(SAMPLES)
+        for path in (
+            f"results/restored/{sample}.tif",
+            f"results/columns/{sample}_raw_atom_lattice.hdf5",
+            f"results/columns/{sample}_restored_atom_lattice.hdf5",
+        )
+    ]
