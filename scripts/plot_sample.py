@@ -1,4 +1,4 @@
-"""Rule figure: raw | restored | difference, displacements and lattice residuals of one sample."""
+"""Rule figure: raw | restored | difference, displacements and local errors of one sample."""
 
 import json
 
@@ -35,5 +35,6 @@ if columns.empty:  # SEM, LR or no lattice: images and their noise, no empty pre
     plot_no_columns(raw, restored, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm)
 else:
     plot_sample(raw, restored, columns, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm,
-                separation_px=fit.get("separation_px"), residuals=residuals, series=series)
+                separation_px=fit.get("separation_px"), residuals=residuals, series=series,
+                left_out=pd.DataFrame(fit.get("left_out") or [], columns=["x_px", "y_px"]))
 log.info("wrote %s", snakemake.output[0])

@@ -1,4 +1,4 @@
-"""Rule precision: lattice and truth precision of raw and restored fits, the gain and its verdict."""
+"""Rule precision: local, global-lattice and truth precision of raw and restored fits, the gain and its verdict."""
 
 import json
 
@@ -8,6 +8,7 @@ import pandas as pd
 
 from remflow.atomic import write_json
 from remflow.cleaning import noise_sigma
+from remflow.columns import status_ok
 from remflow.ingest import read_sample_image
 from remflow.precision import precision_summary
 from remflow.precision.basis import apply_gain_basis
@@ -25,13 +26,14 @@ with open(snakemake.input.fit) as handle:
 table = pd.read_csv(snakemake.input.columns)
 truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
 record = {"sample": info["sample"], "network": info["network"], "pixel_size_pm": info["pixel_size_pm"],
-          "n_columns": fit["n_columns"], "status": fit["status"]}
+          "n_columns": fit["n_columns"], "status": fit["status"], "n_not_significant": fit.get("n_not_significant"),
+          "contrast": fit.get("contrast")}
 # What ingest changed in the image travels to the summary.
 record.update({key: info.get(key) for key in ("modality", "n_outlier_pixels", "data_bar_rows", "intensity_offset")})
 record["signal"] = (info.get("signal") or {}).get("title")
 if fit.get("n_frames"):
     record["series_n_frames"] = fit["n_frames"]
-if fit["status"] == "ok":
+if status_ok(fit["status"]):
     pixel = info["pixel_size_pm"]
     if pixel is not None and info["pixel_size_x_pm"] != info["pixel_size_y_pm"]:
         pixel = (info["pixel_size_x_pm"], info["pixel_size_y_pm"])

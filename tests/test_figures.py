@@ -141,7 +141,7 @@ def test_sample_figure_shows_what_its_caption_says() -> None:
         # Title: sample, network, columns, precision figures with intervals, verdict.
         title = figure._suptitle.get_text()
         for expected in ("synthetic_A", "sfr_hrstem", f"{len(columns)} columns",
-                         figures.format_interval(record, "lattice_rms_raw_px", "px"),
+                         figures.format_interval(record, "local_precision_raw_px", "px"),
                          figures.format_interval(record, "truth_rmse_restored_pm", "pm"),
                          f"{record['precision_gain']:.2f} [{record['precision_gain_ci_low']:.2f}, "
                          f"{record['precision_gain_ci_high']:.2f}]", "truth-based", "HURTS"):
@@ -158,21 +158,21 @@ def test_lattice_based_title_reports_the_gain_the_shift_does_not_spoil() -> None
     figure = figures.sample_figure(raw, restored, columns, record, pixel_size_pm=None, separation_px=SPACING_PX)
     try:
         title = figure._suptitle.get_text()
-        assert "lattice-based" in title and "HELPS" in title and "truth RMSE" not in title
+        assert "local-based" in title and "HELPS" in title and "truth RMSE" not in title
     finally:
         plt.close(figure)
 
 
-def test_residual_histograms_are_the_lattice_residuals_behind_the_precision_figures() -> None:
+def test_residual_histograms_are_the_local_errors_behind_the_precision_figures() -> None:
     _, _, columns = synthetic_sample()
     record = precision_record(columns, pixel_size_pm=None)
     residuals = figures.sample_residuals(columns, SHAPE, SPACING_PX)
-    assert len(residuals["raw"]) == record["n_columns_used"]
+    assert len(residuals["raw"]) == record["n_columns_local"]
     for kind in ("raw", "restored"):
         rms = math.sqrt(float(np.mean(residuals[kind] ** 2)))
-        assert rms == pytest.approx(record[f"lattice_rms_{kind}_px"], rel=1e-9)
+        assert rms == pytest.approx(record[f"local_precision_{kind}_px"], rel=1e-9)
     # The synthetic raw fits scatter four times more than the restored ones.
-    assert record["lattice_rms_raw_px"] > 2.5 * record["lattice_rms_restored_px"]
+    assert record["local_precision_raw_px"] > 2.5 * record["local_precision_restored_px"]
 
 
 def test_uncalibrated_sample_has_no_scale_bar_and_says_px(tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ def test_sample_without_lattice_still_shows_images_and_says_why(tmp_path: Path) 
         assert "no lattice found: no peaks" in figure._suptitle.get_text()
         assert "0 columns" in figure._suptitle.get_text()
         texts = " ".join(t.get_text() for axis in figure.axes for t in axis.texts)
-        assert "no lattice residuals" in texts and "no column fitted" in texts
+        assert "no local errors" in texts and "no column fitted" in texts
         assert not [c for axis in figure.axes for c in axis.collections if isinstance(c, Quiver)]
         figures._save(figure, tmp_path / "amorphous.png")
     finally:
@@ -231,18 +231,18 @@ def test_displacement_map_takes_the_nearest_column_value_and_masks_gaps() -> Non
 def summary_rows() -> pd.DataFrame:
     return pd.DataFrame([
         {"sample": "good", "status": "ok", "network": "sfr_hrstem", "pixel_size_pm": 20.0, "n_columns": 80,
-         "n_columns_used": 70, "lattice_rms_raw_px": 0.5, "lattice_rms_raw_px_ci_low": 0.45,
-         "lattice_rms_raw_px_ci_high": 0.55, "lattice_rms_restored_px": 0.2, "lattice_rms_restored_px_ci_low": 0.18,
-         "lattice_rms_restored_px_ci_high": 0.22, "precision_gain": 2.5, "precision_gain_ci_low": 2.2,
-         "precision_gain_ci_high": 2.9, "gain_basis": "lattice", "verdict": "helps"},
+         "n_columns_used": 70, "global_lattice_rms_raw_px": 0.5, "global_lattice_rms_raw_px_ci_low": 0.45,
+         "global_lattice_rms_raw_px_ci_high": 0.55, "global_lattice_rms_restored_px": 0.2, "global_lattice_rms_restored_px_ci_low": 0.18,
+         "global_lattice_rms_restored_px_ci_high": 0.22, "precision_gain": 2.5, "precision_gain_ci_low": 2.2,
+         "precision_gain_ci_high": 2.9, "gain_basis": "local", "verdict": "helps"},
         {"sample": "worse", "status": "ok", "network": "sfr_hrtem", "pixel_size_pm": None, "n_columns": 50,
-         "n_columns_used": 40, "lattice_rms_raw_px": 0.3, "lattice_rms_raw_px_ci_low": 0.27,
-         "lattice_rms_raw_px_ci_high": 0.33, "lattice_rms_restored_px": 0.6, "lattice_rms_restored_px_ci_low": 0.5,
-         "lattice_rms_restored_px_ci_high": 0.7, "precision_gain": 0.5, "precision_gain_ci_low": 0.42,
+         "n_columns_used": 40, "global_lattice_rms_raw_px": 0.3, "global_lattice_rms_raw_px_ci_low": 0.27,
+         "global_lattice_rms_raw_px_ci_high": 0.33, "global_lattice_rms_restored_px": 0.6, "global_lattice_rms_restored_px_ci_low": 0.5,
+         "global_lattice_rms_restored_px_ci_high": 0.7, "precision_gain": 0.5, "precision_gain_ci_low": 0.42,
          "precision_gain_ci_high": 0.6, "gain_basis": "truth", "verdict": "hurts"},
         {"sample": "unsure", "status": "ok", "network": "sfr_hrstem", "n_columns": 30, "n_columns_used": 25,
-         "lattice_rms_raw_px": 0.4, "lattice_rms_restored_px": 0.39, "precision_gain": 1.02,
-         "precision_gain_ci_low": 0.9, "precision_gain_ci_high": 1.15, "gain_basis": "lattice",
+         "global_lattice_rms_raw_px": 0.4, "global_lattice_rms_restored_px": 0.39, "precision_gain": 1.02,
+         "precision_gain_ci_low": 0.9, "precision_gain_ci_high": 1.15, "gain_basis": "local",
          "verdict": "inconclusive"},
         {"sample": "<bad & file>", "status": "rejected: <bad & file>: not an image", "network": None},
     ])
@@ -347,4 +347,4 @@ def test_summary_table_html_has_one_row_per_sample_with_intervals_and_verdicts(t
     assert ("text helps", "helps") in good and ("text hurts", "hurts") in worse
     assert ("text inconclusive", "inconclusive") in unsure
     # No truth figures in any row: their columns are left out of the main view.
-    assert "<th>truth RMSE raw (px)</th>" not in text and "<th>lattice RMS raw (px)</th>" in text
+    assert "<th>truth RMSE raw (px)</th>" not in text and "<th>global lattice RMS raw (px)</th>" in text

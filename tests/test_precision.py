@@ -76,9 +76,9 @@ def test_figures_agree_with_an_independent_computation_from_the_table(fits, latt
     expected = independent_figures(table, separation)
     assert expected["n"] >= 40 and summary["n_columns_used"] == expected["n"]
     for kind in ("raw", "restored"):
-        assert summary[f"lattice_rms_{kind}_px"] == pytest.approx(expected[f"lattice_{kind}"], rel=1e-9)
+        assert summary[f"global_lattice_rms_{kind}_px"] == pytest.approx(expected[f"lattice_{kind}"], rel=1e-9)
         assert summary[f"truth_rmse_{kind}_px"] == pytest.approx(expected[f"truth_{kind}"], rel=1e-9)
-        assert summary[f"lattice_rms_{kind}_pm"] is None
+        assert summary[f"global_lattice_rms_{kind}_pm"] is None
     assert summary["precision_gain"] == pytest.approx(expected["truth_raw"] / expected["truth_restored"], rel=1e-9)
     assert summary["gain_basis"] == "truth"
     residuals = lattice_residuals(table, "raw", image_shape=SHAPE, separation_px=separation)
@@ -92,14 +92,14 @@ def test_calibrated_figures_scale_each_displacement_component_before_the_norm(fi
     truth, _ = lattice
     table, separation = fits["helps"]
     square = precision_summary(table, image_shape=SHAPE, separation_px=separation, pixel_size_pm=20.0, truth=truth)
-    for name in ("lattice_rms_raw", "truth_rmse_restored"):
+    for name in ("global_lattice_rms_raw", "local_precision_restored", "truth_rmse_restored"):
         for suffix in ("", "_ci_low", "_ci_high"):
             assert square[f"{name}_pm{suffix}"] == pytest.approx(20.0 * square[f"{name}_px{suffix}"], rel=1e-9)
     oblong = precision_summary(table, image_shape=SHAPE, separation_px=separation, pixel_size_pm=(20.0, 30.0),
                                truth=truth)
     expected = independent_figures(table, separation, scale=(20.0, 30.0))
     for kind in ("raw", "restored"):
-        assert oblong[f"lattice_rms_{kind}_pm"] == pytest.approx(expected[f"lattice_{kind}"], rel=1e-9)
+        assert oblong[f"global_lattice_rms_{kind}_pm"] == pytest.approx(expected[f"lattice_{kind}"], rel=1e-9)
         assert oblong[f"truth_rmse_{kind}_pm"] == pytest.approx(expected[f"truth_{kind}"], rel=1e-9)
     # With non-square pixels the gain is that of the physical displacements.
     assert oblong["precision_gain"] == pytest.approx(expected["truth_raw"] / expected["truth_restored"], rel=1e-9)
@@ -112,7 +112,7 @@ def test_verdict_follows_the_noise_of_raw_and_restored(fits, lattice, case, verd
     table, separation = fits[case]
     summary = precision_summary(table, image_shape=SHAPE, separation_px=separation, pixel_size_pm=None,
                                 truth=truth if with_truth else None)
-    assert summary["gain_basis"] == ("truth" if with_truth else "lattice")
+    assert summary["gain_basis"] == ("truth" if with_truth else "local")
     assert summary["verdict"] == verdict, summary
     assert summary["precision_gain_ci_low"] <= summary["precision_gain"] <= summary["precision_gain_ci_high"]
     if case == "helps":  # 30x the dose: about sqrt(30) ~ 5.5 times more precise
@@ -131,10 +131,10 @@ def test_summary_is_reproducible_json_with_every_summary_field(fits, lattice):
                                    truth=truth, seed=1)
     assert other_seed["precision_gain"] == first["precision_gain"]
     assert other_seed["precision_gain_ci_low"] != first["precision_gain_ci_low"]
-    assert set(first) == set(SUMMARY_FIELDS) - {"sample", "network", "pixel_size_pm"}
+    assert set(SUMMARY_FIELDS) - {"sample", "network", "pixel_size_pm", "n_not_significant"} <= set(first)
     assert SUMMARY_FIELDS[:5] == ["sample", "status", "network", "pixel_size_pm", "n_columns"]
-    assert SUMMARY_FIELDS[-5:] == ["precision_gain", "precision_gain_ci_low", "precision_gain_ci_high", "verdict",
-                                   "gain_basis"]
+    assert SUMMARY_FIELDS[-8:] == ["precision_gain", "precision_gain_ci_low", "precision_gain_ci_high", "verdict",
+                                   "gain_basis", "local_gain", "local_gain_ci_low", "local_gain_ci_high"]
     px = [f for f in SUMMARY_FIELDS if f.endswith("_px") or "_px_" in f]
     pm = [f for f in SUMMARY_FIELDS if (f.endswith("_pm") or "_pm_" in f) and f != "pixel_size_pm"]
     assert max(map(SUMMARY_FIELDS.index, px)) < min(map(SUMMARY_FIELDS.index, pm)), "px figures, then pm twins"
@@ -153,6 +153,7 @@ def table_from(xy_raw: np.ndarray, xy_restored: np.ndarray, sublattice: str = "A
         "x_restored_px": xy_restored[:, 0], "y_restored_px": xy_restored[:, 1],
         "sigma_x_raw_px": 2.0, "sigma_y_raw_px": 2.0, "sigma_x_restored_px": 2.0, "sigma_y_restored_px": 2.0,
         "amplitude_raw": 1.0, "amplitude_restored": 1.0, "fit_ok_raw": True, "fit_ok_restored": True,
+        "peak_snr": 50.0,
     })[COLUMN_FIELDS]
 
 

@@ -124,7 +124,7 @@ def test_uncalibrated_samples_have_px_figures_and_empty_pm_figures(mixed_run):
     summary = pd.read_csv(mixed_run / "results" / "summary.csv").set_index("sample")
     row = summary.loc["non_ascii"]
     assert row["status"] == "ok", row["status"]
-    assert row["lattice_rms_raw_px"] > 0 and pd.isna(row["lattice_rms_raw_pm"])
+    assert row["local_precision_raw_px"] > 0 and pd.isna(row["local_precision_raw_pm"])
     assert pd.isna(row["pixel_size_pm"])
 
 

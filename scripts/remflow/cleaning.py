@@ -6,7 +6,6 @@ touches atom columns or any other real structure it cannot tell apart from a def
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -56,17 +56,18 @@ def _dm_tags(unit: str, scale_x: float, scale_y: float) -> list[tuple[int, str, 
 
 def write_imagej_tiff(path: str | Path, image: np.ndarray, *, pixel_size_x_pm: float | None,
                       pixel_size_y_pm: float | None, info: str = "") -> None:
-    """Write a 2D image as float32 ImageJ TIFF with its pixel size, atomically.
+    """Write a 2D image or a frame series as float32 ImageJ TIFF with its pixel size, atomically.
 
-    ``image``: (rows, cols); ``pixel_size_x_pm``/``_y_pm``: size of a pixel along x
+    ``image``: (rows, cols), or (frames, rows, cols) for a frame series (an ImageJ stack with
+    a time axis); ``pixel_size_x_pm``/``_y_pm``: size of a pixel along x
     (columns) and y (rows) in pm, or None for an uncalibrated image (then ImageJ's
     ``pixel`` unit and scale 1). ``info``: free text for ImageJ's ``Image > Show Info``.
-    Raises ValueError for an image that is not 2D or not finite, or a pixel size that is
+    Raises ValueError for an image that is not 2D/3D or not finite, or a pixel size that is
     not positive and finite.
     """
     data = np.asarray(image, dtype=np.float32)
-    if data.ndim != 2:
-        raise ValueError(f"a TIFF for ImageJ needs a 2D image, got shape {data.shape}")
+    if data.ndim not in (2, 3):
+        raise ValueError(f"a TIFF for ImageJ needs a 2D image or a stack of them, got shape {data.shape}")
     if not np.isfinite(data).all():
         raise ValueError("the image contains NaN or infinite pixels")
     if (pixel_size_x_pm is None) != (pixel_size_y_pm is None):
@@ -79,7 +80,7 @@ def write_imagej_tiff(path: str | Path, image: np.ndarray, *, pixel_size_x_pm: f
         if not all(math.isfinite(s) and s > 0 for s in (scale_x, scale_y)):
             raise ValueError(f"pixel sizes must be positive and finite, got {pixel_size_x_pm}, {pixel_size_y_pm} pm")
         unit = dm_unit = TIFF_UNIT
-    metadata: dict[str, Any] = {"axes": "YX", "unit": unit}
+    metadata: dict[str, Any] = {"axes": "TYX" if data.ndim == 3 else "YX", "unit": unit}
     if info:
         metadata["Info"] = info
     with atomic_path(path) as tmp:
@@ -161,6 +162,9 @@ def export_sample(*, sample: str, raw: np.ndarray, restored: np.ndarray, columns
 
     ``info``: the sample's ingest JSON (pixel sizes in pm, or None); ``lattice_paths``:
     ``{"raw": path, "restored": path}``. Returns the number of columns per sublattice.
+    A frame series (3D ``raw``/``restored``, columns CSV with a ``frame`` column) gets every
+    restored frame in the TIFF and the fits of frame 0 in the atom-lattice files (atomap
+    holds one image per Atom_Lattice).
     """
     size_x, size_y = info.get("pixel_size_x_pm"), info.get("pixel_size_y_pm")
     write_imagej_tiff(tiff, restored, pixel_size_x_pm=size_x, pixel_size_y_pm=size_y,
@@ -170,6 +174,10 @@ def export_sample(*, sample: str, raw: np.ndarray, restored: np.ndarray, columns
     if size_x is not None and not square:
         log.info("%s: pixels of %g x %g pm are not square; atomap files stay in pixels", sample, size_x, size_y)
     table = read_columns_csv(columns_csv)
+    if np.ndim(raw) == 3:
+        raw, restored = raw[0], restored[0]
+        if "frame" in table.columns:
+            table = table[table["frame"] == 0].drop(columns="frame").reset_index(drop=True)
     lattices = atom_lattices(table, {"raw": raw, "restored": restored}, name=sample,
                              pixel_size_pm=size_x if square else None)
     for kind, lattice in lattices.items():

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from remflow.columns import RefinedColumns, fit_ok
+from remflow.refined import RefinedColumns, fit_ok
 
 log = logging.getLogger(__name__)
 

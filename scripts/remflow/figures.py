@@ -30,10 +30,16 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from scipy.spatial import cKDTree  # noqa: E402
 
 from remflow.atomic import atomic_path, write_text  # noqa: E402
-from remflow.precision import lattice_residual_vectors  # noqa: E402
+from remflow.precision import column_roles, local_errors  # noqa: E402
 
 VERDICT_COLOURS = {"helps": "#1a9850", "hurts": "#d73027", "inconclusive": "#7f7f7f"}
 KIND_COLOURS = {"raw": "#1f77b4", "restored": "#ff7f0e"}
+#: Column markers by role (see remflow.precision.column_roles): used, or why left out.
+ROLE_STYLES = {"used": ("#ff9f1c", "+"), "border": ("#00e5ff", "+"), "no neighbours": ("#00e5ff", "+"),
+               "fit failed": ("red", "x"), "not significant": ("#ff4fd8", "o")}
+#: (figure prefix, name) of the precision figures in the order they are shown.
+PRECISION_FIGURES = (("local_precision", "local precision"), ("global_lattice_rms", "global lattice RMS"),
+                     ("truth_rmse", "truth RMSE"))
 #: Fixed style: figures must not depend on a user's matplotlibrc.
 STYLE = {"font.size": 9, "axes.titlesize": 9, "figure.dpi": 100, "savefig.dpi": 100,
          "font.family": "DejaVu Sans", "image.interpolation": "antialiased", "svg.hashsalt": "remflow"}
@@ -127,8 +133,9 @@ def sample_title(sample: str, precision: dict[str, Any]) -> str:
     lines = [f"{sample}   |   network {precision.get('network')}   |   "
              f"{0 if n_columns is None else int(n_columns)} columns fitted   |   status: {precision.get('status')}"]
     first = " (frame 0)" if _value(precision, "series_n_frames") else ""  # a series: single-image figures of frame 0
-    for prefix, name in (("lattice_rms", f"lattice RMS{first}"), ("truth_rmse", f"truth RMSE{first}"),
-                         ("series_precision", f"series precision ({_count(precision, 'series_n_frames')} frames)")):
+    figures = [(prefix, f"{name}{first}") for prefix, name in PRECISION_FIGURES]
+    figures.append(("series_precision", f"series precision ({_count(precision, 'series_n_frames')} frames)"))
+    for prefix, name in figures:
         if _value(precision, f"{prefix}_raw_px") is not None:
             lines.append(f"{name}: raw {_measure(precision, prefix, 'raw')}   →   "
                          f"restored {_measure(precision, prefix, 'restored')}")
@@ -166,15 +173,27 @@ def _column_marker_size(figure: Figure, image_shape: tuple[int, int], separation
     return float(np.clip(0.5 * spacing_pt, 1.5, 9.0) ** 2)
 
 
-def _draw_columns(axis: Any, columns: pd.DataFrame, kind: str, size: float) -> None:
-    """Fitted positions: orange + for good fits, red x where the Gaussian fit failed."""
-    if columns.empty:
-        return
-    ok = columns[f"fit_ok_{kind}"].astype(bool).to_numpy()
-    x, y = columns[f"x_{kind}_px"].to_numpy(float), columns[f"y_{kind}_px"].to_numpy(float)
-    axis.scatter(x[ok], y[ok], s=size, c="#ff9f1c", marker="+", linewidths=0.8)
-    if (~ok).any():
-        axis.scatter(x[~ok], y[~ok], s=size * 1.5, c="red", marker="x", linewidths=1.0)
+def _draw_columns(axis: Any, columns: pd.DataFrame, kind: str, size: float, roles: np.ndarray | None = None,
+                  left_out: pd.DataFrame | None = None) -> None:
+    """Fitted positions by role: orange + for columns behind the local precision, cyan + for
+    columns left out (border, no lattice neighbours), red x where this image's Gaussian fit
+    failed, magenta o for candidate peaks that were not significant (not columns)."""
+    if not columns.empty:
+        ok = columns[f"fit_ok_{kind}"].astype(bool).to_numpy()
+        x, y = columns[f"x_{kind}_px"].to_numpy(float), columns[f"y_{kind}_px"].to_numpy(float)
+        role = np.where(ok, "used", "fit failed").astype(object) if roles is None else np.asarray(roles, dtype=object)
+        role = np.where(~ok, "fit failed", role)
+        for name in ("used", "border", "no neighbours", "fit failed"):
+            pick = role == name
+            if pick.any():
+                colour, marker = ROLE_STYLES[name]
+                factor = 1.5 if name == "fit failed" else 1.0
+                axis.scatter(x[pick], y[pick], s=size * factor, c=colour, marker=marker,
+                             linewidths=1.0 if name == "fit failed" else 0.8, label=name)
+    if left_out is not None and len(left_out):
+        colour, marker = ROLE_STYLES["not significant"]
+        axis.scatter(left_out["x_px"].to_numpy(float), left_out["y_px"].to_numpy(float), s=size, facecolors="none",
+                     edgecolors=colour, marker=marker, linewidths=0.8, label="not significant")
 
 
 def displacement_vectors(columns: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -236,23 +255,24 @@ def _plot_displacements(figure: Figure, axis: Any, restored: np.ndarray, columns
 
 def sample_residuals(columns: pd.DataFrame, image_shape: tuple[int, int],
                      separation_px: float | None) -> dict[str, np.ndarray] | None:
-    """Per-column distances (px) from the best ideal lattice, raw and restored, as remflow.precision
-    computes them for the lattice RMS (same columns, same lattice); None without a lattice."""
+    """Per-column local errors sqrt(m_i) (px), raw and restored, as remflow.precision.local
+    computes them for the local precision (same columns, same pairs); None without any."""
     if columns.empty or not separation_px:
         return None
-    vectors = lattice_residual_vectors(columns, image_shape=image_shape, separation_px=separation_px)
-    if len(vectors["raw"]) == 0:
+    errors = local_errors(columns, image_shape=image_shape, separation_px=separation_px)
+    if len(errors.rows) == 0:
         return None
-    return {kind: np.hypot(vectors[kind][:, 0], vectors[kind][:, 1]) for kind in ("raw", "restored")}
+    return {kind: np.sqrt(errors.squared[:, index]) for index, kind in enumerate(("raw", "restored"))}
 
 
 def _plot_residuals(axis: Any, residuals: dict[str, np.ndarray] | None, pixel_size_pm: float | None,
                     status: str) -> None:
-    """Histograms of the distance of each column from the ideal lattice, raw and restored."""
-    axis.set_title("distance of each fitted column from the best ideal lattice")
+    """Histograms of each column's local error (vs the midpoint of its opposite neighbours), raw and restored."""
+    axis.set_title("local error of each column: deviation from the midpoint of opposite\n"
+                   "neighbours / sqrt(1.5) (what the local precision averages)", fontsize=8.5)
     if not residuals:
         axis.set_axis_off()
-        axis.text(0.5, 0.5, f"no lattice residuals:\n{status}", ha="center", va="center", wrap=True,
+        axis.text(0.5, 0.5, f"no local errors:\n{status}", ha="center", va="center", wrap=True,
                   transform=axis.transAxes)
         return
     upper = float(np.percentile(np.concatenate([residuals["raw"], residuals["restored"]]), 99.5))
@@ -265,7 +285,7 @@ def _plot_residuals(axis: Any, residuals: dict[str, np.ndarray] | None, pixel_si
                   label=f"{kind}: RMS {rms:.3f} px (n={len(values)})")
         axis.axvline(rms, color=KIND_COLOURS[kind], linestyle="--", linewidth=1)
     axis.legend(title="dashed: RMS", loc="upper right")
-    axis.set_xlabel("distance from ideal lattice (px); last bin holds larger values")
+    axis.set_xlabel("local radial error (px); last bin holds larger values")
     axis.set_ylabel("number of columns")
     axis.set_xlim(0, bins[-1])
     if pixel_size_pm:
@@ -283,7 +303,9 @@ def figure_notes(precision: dict[str, Any], pixel_size_pm: float | None, separat
     lines = [f"pixel size: {pixel_size_pm:.4g} pm" if pixel_size_pm else "pixel size: uncalibrated (px only)",
              f"column spacing: {separation_px:.2f} px" if separation_px else "column spacing: n/a",
              f"columns fitted: {_count(precision, 'n_columns')}, "
-             f"used for precision: {_count(precision, 'n_columns_used')}"]
+             f"used for precision: {_count(precision, 'n_columns_used')}",
+             f"with lattice neighbours (local): {_count(precision, 'n_columns_local')}, "
+             f"peaks not significant: {_count(precision, 'n_not_significant')}"]
     for kind in ("raw", "restored"):
         missed, spurious = precision.get(f"n_missed_{kind}"), precision.get(f"n_spurious_{kind}")
         if missed is not None:
@@ -291,11 +313,17 @@ def figure_notes(precision: dict[str, Any], pixel_size_pm: float | None, separat
     if _value(precision, "mse_reduction") is not None:
         lines.append(f"MSE to noise-free reference: raw/restored = {precision['mse_reduction']:.3g}x")
     lines += ["",
-              "lattice RMS: RMS distance of fitted positions",
-              "  from the best ideal lattice fitted to them",
-              "  (border columns and failed fits left out);",
-              "  includes real distortions, so an upper bound.",
+              "local precision: RMS deviation of each column",
+              "  from the midpoint of opposite neighbours,",
+              "  / sqrt(1.5); blind to smooth strain, bending,",
+              "  domains, drift; sees line jitter; cannot tell",
+              "  static real displacements from noise.",
+              "global lattice RMS: distance from one ideal",
+              "  lattice; includes real structure and scan",
+              "  distortion (second figure, not the verdict).",
               "truth RMSE: RMS distance from true positions.",
+              "markers: orange used, cyan border/no neighbours,",
+              "  red x fit failed, magenta o not significant.",
               "gain = error raw / error restored (>1: better).",
               "[ ]: 95% paired bootstrap interval over columns.",
               "verdict helps/hurts only when the whole gain",
@@ -305,21 +333,25 @@ def figure_notes(precision: dict[str, Any], pixel_size_pm: float | None, separat
 
 def plot_sample(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, precision: dict[str, Any],
                 path: str | Path, *, pixel_size_pm: float | None, separation_px: float | None = None,
-                residuals: dict[str, np.ndarray] | None = None, series: bool = False) -> None:
+                residuals: dict[str, np.ndarray] | None = None, left_out: pd.DataFrame | None = None,
+                series: bool = False) -> None:
     """Write the per-sample figure (see :func:`sample_figure`) as a PNG to ``path``."""
     _save(sample_figure(raw, restored, columns, precision, pixel_size_pm=pixel_size_pm, separation_px=separation_px,
-                        residuals=residuals, series=series), path)
+                        residuals=residuals, left_out=left_out, series=series), path)
 
 
 def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, precision: dict[str, Any], *,
                   pixel_size_pm: float | None, separation_px: float | None = None,
-                  residuals: dict[str, np.ndarray] | None = None, series: bool = False) -> Figure:
+                  residuals: dict[str, np.ndarray] | None = None, left_out: pd.DataFrame | None = None,
+                  series: bool = False) -> Figure:
     """The per-sample figure.
 
     Top: raw | restored | raw − restored, raw and restored on one robust intensity scale,
     fitted columns overlaid, scale bar when calibrated. Bottom: displacement of each
-    column's fit (restored − raw), distributions of lattice residuals raw vs restored, and
-    the numbers. ``residuals`` default to :func:`sample_residuals` of ``columns``.
+    column's fit (restored − raw), distributions of local errors raw vs restored, and
+    the numbers. ``residuals`` default to :func:`sample_residuals` of ``columns``. Columns are
+    marked by role (:data:`ROLE_STYLES`); ``left_out`` (x_px, y_px) are candidate peaks that
+    were not significant. Images are shown as recorded (dark columns stay dark).
     With ``series`` (a frame series: ``raw``/``restored`` are the registered mean frames and
     ``columns`` the mean positions, see :func:`remflow.frames.mean_frame_view`) a third row
     shows the per-frame drift and the per-frame scatter (:func:`plot_series_panels`).
@@ -328,8 +360,11 @@ def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, 
     restored = np.asarray(restored, dtype=np.float64)
     if raw.shape != restored.shape:
         raise ValueError(f"raw {raw.shape} and restored {restored.shape} images differ in shape")
-    if residuals is None and str(precision.get("status")) == "ok":
+    status_ok = str(precision.get("status")) == "ok" or str(precision.get("status")).startswith("ok (")
+    if residuals is None and status_ok:
         residuals = sample_residuals(columns, raw.shape, separation_px)
+    roles = (column_roles(columns, image_shape=raw.shape, separation_px=separation_px)
+             if separation_px and not columns.empty else None)
     with plt.rc_context(STYLE):
         rows = 3 if series else 2
         size = (SAMPLE_FIGURE_SIZE_IN[0], SAMPLE_FIGURE_SIZE_IN[1] * rows / 2)
@@ -339,7 +374,7 @@ def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, 
         marker = _column_marker_size(figure, raw.shape, separation_px)
         for axis, image, kind in ((axes[0, 0], raw, "raw"), (axes[0, 1], restored, "restored")):
             shown = axis.imshow(image, cmap="gray", vmin=limits[0], vmax=limits[1])
-            _draw_columns(axis, columns, kind, marker)
+            _draw_columns(axis, columns, kind, marker, roles, left_out)
             add_scale_bar(axis, image.shape, pixel_size_pm)
             axis.set_title(f"{kind}" + (" + fitted columns" if not columns.empty else ""))
             axis.set_axis_off()
@@ -504,7 +539,7 @@ def gain_figure(summary: pd.DataFrame) -> Figure:
             high = _value(row, "precision_gain_ci_high")
             low = gain if low is None else low
             high = gain if high is None else high
-            marker = {"truth": "D", "series": "s"}.get(str(row.get("gain_basis")), "o")
+            marker = {"truth": "D", "local": "o", "series": "s"}.get(str(row.get("gain_basis")), "v")
             axis.errorbar(index, gain, yerr=[[max(gain - low, 0.0)], [max(high - gain, 0.0)]], fmt=marker, markersize=7,
                           color=VERDICT_COLOURS.get(str(row.get("verdict")), "black"), capsize=5, elinewidth=1.5)
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
@@ -516,7 +551,7 @@ def gain_figure(summary: pd.DataFrame) -> Figure:
         axis.set_ylabel("precision gain = position error raw / restored\n(> 1: restoration helps; log scale)")
         for verdict, colour in VERDICT_COLOURS.items():
             axis.plot([], [], "s", color=colour, label=verdict)
-        axis.plot([], [], "o", color="black", fillstyle="none", label="lattice-based")
+        axis.plot([], [], "o", color="black", fillstyle="none", label="local-precision-based")
         axis.plot([], [], "D", color="black", fillstyle="none", label="truth-based")
         axis.plot([], [], "s", color="black", fillstyle="none", label="frame-series-based")
         axis.legend(title="verdict (95% CI) / basis", loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -596,8 +631,7 @@ _TABLE_LAYOUT = [
     ("pixel size (pm)", "pixel_size_pm", "number"), ("columns fitted", "n_columns", "int"),
     ("columns used", "n_columns_used", "int"),
     *[(f"{name} {kind} ({unit})", f"{prefix}_{kind}_{unit}", "ci")
-      for unit in ("px", "pm") for name, prefix in (("lattice RMS", "lattice_rms"), ("truth RMSE", "truth_rmse"),
-                                                    ("series precision", "series_precision"))
+      for unit in ("px", "pm") for prefix, name in (*PRECISION_FIGURES, ("series_precision", "series precision"))
       for kind in ("raw", "restored")],
     ("frames", "series_n_frames", "int"), ("series gain", "series_gain", "ci"),
     *[(f"twin error {kind} (px)", f"twin_error_{kind}_px", "ci") for kind in ("raw", "restored")],
@@ -650,7 +684,7 @@ def _row_class(row: pd.Series) -> str:
     status = str(row.get("status") or "")
     if status.startswith("rejected"):
         return "rejected"
-    return "nolattice" if status != "ok" else ""
+    return "nolattice" if not (status == "ok" or status.startswith("ok (")) else ""
 
 
 def summary_table_html(summary: pd.DataFrame, path: str | Path) -> None:
@@ -674,9 +708,11 @@ def summary_table_html(summary: pd.DataFrame, path: str | Path) -> None:
 <html lang="en"><head><meta charset="utf-8"><title>remflow summary</title><style>{_TABLE_CSS}</style></head>
 <body>
 <h1>remflow summary: precision of fitted column positions, raw vs restored</h1>
-<p class="note">{html.escape(overview)}. Values: estimate [95% paired-bootstrap interval]. Lattice RMS and truth RMSE
-are RMS distances of fitted column positions from the best ideal lattice and from the true positions; precision
-gain = error raw / error restored (truth-based where true positions are known). Red rows: rejected input; yellow
+<p class="note">{html.escape(overview)}. Values: estimate [95% paired-bootstrap interval]. Local precision
+is the RMS deviation of each column from the midpoint of its opposite neighbours (divided by sqrt(1.5)), blind to
+smooth strain, bending, domains and drift; global lattice RMS and truth RMSE are RMS distances of fitted column
+positions from one ideal lattice and from the true positions; precision gain = error raw / error restored
+(truth-based where true positions are known, else local-precision-based). Red rows: rejected input; yellow
 rows: no precision figures (status says why).</p>
 <table id="summary-table"><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(body)}

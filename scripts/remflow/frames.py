@@ -148,6 +148,9 @@ def fit_series(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | 
     found = mean_fit.table[mean_fit.table["fit_ok_restored"].astype(bool)]
     groups = [(name, group[["x_restored_px", "y_restored_px"]].to_numpy(np.float64))
               for name, group in found.groupby("sublattice", sort=True) if len(group) >= 2]
+    # Each column keeps the significance of its peak on the registered mean raw frame.
+    peak_snr = {name: group["peak_snr"].to_numpy(np.float64) if "peak_snr" in group else np.full(len(group), np.nan)
+                for name, group in found.groupby("sublattice", sort=True)}
     if contrast == "dark":  # atomap's recipe for dark columns: fit the negated image
         raw, restored = -raw, -restored
     frames = []
@@ -171,6 +174,7 @@ def fit_series(raw: np.ndarray, restored: np.ndarray, *, separation_px: float | 
                 block[f"sigma_x_{kind}_px"], block[f"sigma_y_{kind}_px"] = fit.sigma_x, fit.sigma_y
                 block[f"amplitude_{kind}"] = fit.amplitude
                 block[f"fit_ok_{kind}"] = np.asarray(fit.ok, dtype=bool)
+            block["peak_snr"] = peak_snr[name]
             if with_truth:
                 true_xy = _truth_of_frame(truth, index)
                 match = match_nearest(starts + offset, true_xy, 0.5 * spacing)

@@ -9,7 +9,8 @@ import jsonschema
 import pandas as pd
 import yaml
 
-OPTIONAL_COLUMNS = ("frame", "pixel_size_pm", "truth", "reference", "separation_px", "second_sublattice", "signal")
+OPTIONAL_COLUMNS = ("frame", "pixel_size_pm", "truth", "reference", "separation_px", "second_sublattice", "signal",
+                    "contrast", "roi_px")
 _INTEGER_COLUMNS = ("frame",)
 _FLOAT_COLUMNS = ("pixel_size_pm", "separation_px")
 #: ``frame`` value that asks for every frame of a stack (a frame series).
@@ -54,6 +55,17 @@ def _coerce(row: dict[str, Any], problems: list[str], where: str) -> dict[str, A
         if flag not in {"true", "false", "yes", "no", "1", "0"}:
             problems.append(f"{where}: 'second_sublattice' must be true or false, got '{row['second_sublattice']}'")
         out["second_sublattice"] = flag in {"true", "yes", "1"}
+    if out.get("contrast") is not None:
+        out["contrast"] = str(out["contrast"]).strip().lower()
+    if out.get("roi_px") is not None:
+        parts = str(out["roi_px"]).split(",")
+        try:
+            x0, y0, x1, y1 = (int(p) for p in parts)
+            if x1 <= x0 or y1 <= y0 or min(x0, y0) < 0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{where}: 'roi_px' must be x0,y0,x1,y1 (whole pixels, x0 < x1, y0 < y1), "
+                            f"got '{row['roi_px']}'")
     return out
 
 

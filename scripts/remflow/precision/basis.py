@@ -15,6 +15,8 @@ from typing import Any
 GAIN_BASES: tuple[tuple[str, str, str], ...] = (
     ("truth", "truth_gain", "truth_verdict"),
     ("twin", "twin_gain", "twin_verdict"),
+    # Repeatability across independent frames sees more than one frame's neighbours can.
+    ("series", "series_gain", "series_verdict"),
     ("local", "local_gain", "local_verdict"),
     ("lattice", "lattice_gain", "lattice_verdict"),
 )
