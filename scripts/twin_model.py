@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from remflow.atomic import atomic_path, write_json
+from remflow.columns import status_ok
 from remflow.precision.twin import plan_twin
 from remflow.runlog import provenance, setup_logging
 
@@ -22,8 +23,14 @@ with open(snakemake.input.fit) as handle:
 record = {"sample": info["sample"], "twin_status": fit["status"]}
 replicas = np.zeros((0, 1, 1), dtype=np.float32)
 columns = pd.DataFrame()
-if fit["status"] == "ok":
-    raw = hs.load(snakemake.input.raw, lazy=False).data
+raw = hs.load(snakemake.input.raw, lazy=False).data if status_ok(fit["status"]) else None
+if raw is not None and (raw.ndim != 2 or fit.get("contrast", "bright") != "bright"):
+    # The image model holds bright Gaussian columns in one image; dark (ABF/BF) columns and
+    # frame series are not modelled yet, and a twin of the wrong model would mislead.
+    kind = "a frame series" if raw.ndim != 2 else "dark columns"
+    record["twin_status"] = f"no twin: {kind} not modelled yet"
+    raw = None
+if raw is not None:
     try:
         plan = plan_twin(raw, pd.read_csv(snakemake.input.columns), separation_px=fit["separation_px"],
                          replicas=settings["replicas"], seed=settings["seed"], truth=settings["truth"],
