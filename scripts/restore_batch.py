@@ -1,6 +1,5 @@
 """Rule restore_batch: restore a batch of images with one loaded network."""
 
-import json
 import os
 import shutil
 import time
@@ -9,22 +8,13 @@ from pathlib import Path
 import hyperspy.api as hs
 
 from remflow.atomic import write_json
-from remflow.restore import Restorer
+from remflow.restore import batch_restorer, restorer_from_settings
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
-infos = []
-for path in snakemake.input.infos:
-    with open(path) as handle:
-        infos.append(json.load(handle))
-networks = {info["network"] for info in infos}
-if len(networks) != 1:
-    raise SystemExit(f"a restoration batch must share one network, got {sorted(networks)}")
-network = networks.pop()
-restorer = Restorer(network, max_whole_pixels=settings["max_whole_pixels"], tile_px=settings["tile_px"],
-                    context_px=settings["context_px"], blend_px=settings["blend_px"],
-                    tile_batch=settings["tile_batch"])
+network, infos = batch_restorer(snakemake.input.infos)
+restorer = restorer_from_settings(network, settings)
 log.info("network %s on %s", network, restorer.device)
 
 # Build the batch in a scratch folder and rename it: the output is complete or absent.

@@ -1,6 +1,5 @@
 """Rule restore_twin_batch: restore the twin replicas of a batch of samples with one loaded network."""
 
-import json
 import os
 import shutil
 import time
@@ -9,19 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from remflow.atomic import write_json
-from remflow.restore import Restorer
+from remflow.restore import batch_restorer, restorer_from_settings
 from remflow.runlog import setup_logging
 
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
-infos = []
-for path in snakemake.input.infos:
-    with open(path) as handle:
-        infos.append(json.load(handle))
-networks = {info["network"] for info in infos}
-if len(networks) != 1:
-    raise SystemExit(f"a restoration batch must share one network, got {sorted(networks)}")
-network = networks.pop()
+network, infos = batch_restorer(snakemake.input.infos)
 stacks = [np.load(path) for path in snakemake.input.images]
 final = Path(snakemake.output[0])
 scratch = final.with_name(final.name + ".partial")
@@ -31,9 +23,7 @@ images = [image for stack in stacks for image in stack]
 restored = []
 device = "none"
 if images:  # samples without columns have no replicas: no network needed
-    restorer = Restorer(network, max_whole_pixels=settings["max_whole_pixels"], tile_px=settings["tile_px"],
-                        context_px=settings["context_px"], blend_px=settings["blend_px"],
-                        tile_batch=settings["tile_batch"])
+    restorer = restorer_from_settings(network, settings)
     device = restorer.device
     started, cpu_started = time.perf_counter(), time.process_time()
     restored = restorer.restore_many(images)

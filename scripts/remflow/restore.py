@@ -14,6 +14,7 @@ floor of 0.1 on the standard deviation, the result does not depend on the intens
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -351,3 +352,26 @@ def _batches_of_equal_shape(tiles: list[tuple[int, int, int, int]], size: int) -
     for group in by_shape.values():
         for start in range(0, len(group), size):
             yield group[start:start + size]
+
+
+def batch_restorer(info_paths: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """The one network of a restoration batch and its members' ingest records.
+
+    ``info_paths``: the members' ingest JSON files. Raises ValueError when the members do not
+    share one network (a batch loads one network once).
+    """
+    infos = []
+    for path in info_paths:
+        with open(path) as handle:
+            infos.append(json.load(handle))
+    networks = {info["network"] for info in infos}
+    if len(networks) != 1:
+        raise ValueError(f"a restoration batch must share one network, got {sorted(networks)}")
+    return networks.pop(), infos
+
+
+def restorer_from_settings(network: str, settings: dict[str, Any]) -> Restorer:
+    """A :class:`Restorer` with the tiling settings of config ``restore``."""
+    return Restorer(network, max_whole_pixels=settings["max_whole_pixels"], tile_px=settings["tile_px"],
+                    context_px=settings["context_px"], blend_px=settings["blend_px"],
+                    tile_batch=settings["tile_batch"])
