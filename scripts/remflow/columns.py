@@ -424,7 +424,7 @@ def column_contrast(setting: str | None, texts: list[str]) -> str:
 def detector_texts(info: dict | None, metadata: dict | None = None, path: str | None = None) -> list[str]:
     """Strings that may name the detector: from the ingest JSON ``info`` every string under a key
     containing "title", "detector" or "signal" (at any depth; the chosen signal of a multi-signal
-    file is recorded there), from HyperSpy ``metadata`` (a dict) the title and every string under
+    file is recorded there; the file's ``other_signals`` are not), from HyperSpy ``metadata`` (a dict) the title and every string under
     a ``Detector`` node, and the file name of ``path``. Missing parts are skipped."""
     texts: list[str] = []
 
@@ -439,7 +439,8 @@ def detector_texts(info: dict | None, metadata: dict | None = None, path: str | 
         elif keep and isinstance(node, str):
             texts.append(node)
 
-    walk({k: v for k, v in (info or {}).items() if k != "provenance"}, False)
+    # The file's other signals (e.g. the BF image beside a HAADF one) say nothing about this one.
+    walk({k: v for k, v in (info or {}).items() if k not in ("provenance", "other_signals")}, False)
     walk(metadata or {}, False)
     if path:
         texts.append(re.split(r"[\\/]", str(path))[-1].split("#")[0])

@@ -14,12 +14,12 @@ rule twin_model:
         replicas="results/twin/{sample}.replicas.npy",
         columns="results/twin/{sample}.columns.csv",
         model="results/twin/{sample}.model.json",
-    params:
-        settings=config["twin"],
     log:
         "logs/twin_model/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        settings=config["twin"],
     script:
         "../../scripts/twin_model.py"
 
@@ -31,14 +31,14 @@ rule restore_twin_batch:
         infos=lambda wc: [f"results/ingest/{s}.json" for s in batch_members(wc.batch)],
     output:
         directory("results/twin/batches/{batch}"),
-    params:
-        settings=config["restore"],
-    resources:
-        mem_mb=restore_mem_mb,
     log:
         "logs/restore_twin_batch/{batch}.log",
     conda:
         "../../envs/restore.yaml"
+    resources:
+        mem_mb=restore_mem_mb,
+    params:
+        settings=config["restore"],
     script:
         "../../scripts/restore_twin_batch.py"
 
@@ -54,14 +54,14 @@ rule twin_fit:
         info="results/ingest/{sample}.json",
     output:
         "results/twin/{sample}.json",
-    params:
-        fit=config["fit"],
-        precision=config["precision"],
-    threads: 2
     log:
         "logs/twin_fit/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    threads: 2
+    params:
+        fit=config["fit"],
+        precision=config["precision"],
     script:
         "../../scripts/twin_fit.py"
 
