@@ -51,8 +51,12 @@ def write_simulated_sample(folder: Path) -> tuple[Path, Path]:
 
 
 def make_small_config(workdir: Path, samples: list[dict[str, str]], *, doses: list[float] | None = None,
-                      restore: dict[str, int] | None = None, fit: dict[str, object] | None = None) -> None:
-    """Write config.yaml and samples.tsv for a quick run (``restore``/``fit``: extra settings)."""
+                      restore: dict[str, int] | None = None, fit: dict[str, object] | None = None,
+                      twin_replicas: int = 0) -> None:
+    """Write config.yaml and samples.tsv for a quick run (``restore``/``fit``: extra settings).
+
+    The noise twin is off unless ``twin_replicas`` asks for it: it adds three jobs per sample,
+    and only the tests about it need it (the session's ``small_run`` has it on)."""
     columns = ["sample", "path", "frame", "modality", "resolution", "reference", "truth"]
     lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in samples]
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -62,7 +66,7 @@ def make_small_config(workdir: Path, samples: list[dict[str, str]], *, doses: li
     fit_lines = "".join(f"  {key}: {value}\n" for key, value in (fit or {}).items())
     (workdir / "config.yaml").write_text(
         f"samples: samples.tsv\nrestore:\n{restore_lines}" + (f"fit:\n{fit_lines}" if fit_lines else "")
-        + f"precision:\n  n_bootstrap: 400\nbenchmark:\n{bench}",
+        + f"precision:\n  n_bootstrap: 400\nbenchmark:\n{bench}twin:\n  replicas: {twin_replicas}\n",
         encoding="utf-8")
 
 
@@ -92,7 +96,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if INSTRUMENT_FILES.is_dir():
         samples.append({"sample": "stem_dm3", "path": str(INSTRUMENT_FILES / "test_STEM_image.dm3"),
                         "modality": "auto", "resolution": "auto"})
-    make_small_config(workdir, samples, doses=[200, 20000])
+    make_small_config(workdir, samples, doses=[200, 20000], twin_replicas=4)
     run_snakemake(workdir, "--cores", "2")
     run_snakemake(workdir, "--cores", "1", "--report", "results/report.html")
     return workdir

@@ -59,7 +59,7 @@ def write_sheet(workdir: Path, rows: list[dict[str, str]]) -> None:
     lines = ["\t".join(COLUMNS)] + ["\t".join(str(row.get(c, "")) for c in COLUMNS) for row in rows]
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (workdir / "config.yaml").write_text("samples: samples.tsv\nprecision:\n  n_bootstrap: 200\n"
-                                         "benchmark:\n  enabled: false\n", encoding="utf-8")
+                                         "benchmark:\n  enabled: false\ntwin:\n  replicas: 0\n", encoding="utf-8")
 
 
 def row_for(path: Path) -> dict[str, str]:
