@@ -226,6 +226,8 @@ def _load_signals(path: Path, dataset: str | None) -> tuple[list[Any], str | Non
         first_loaded = first_loaded or (signals, reader)
     if first_loaded is not None and first_loaded[0]:
         return first_loaded  # read, but no image in it: the caller says what it is
+    if not attempts:  # the reader opened the file and found nothing in it (e.g. a cut-off TIFF)
+        raise RejectedInput("unreadable or truncated file (the reader found no data in it)")
     if len(attempts) == 1:
         err = attempts[0][1]
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
