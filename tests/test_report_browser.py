@@ -34,7 +34,7 @@ SUMMARY_CATEGORY = "Dataset summary"
 SAMPLES_CATEGORY = "Per-sample figures"
 SUMMARY_LABEL = "summary table"
 #: The per-sample figure is 15 x 10.5 in at 100 dpi (remflow.figures.SAMPLE_FIGURE_SIZE_IN).
-MIN_FIGURE_PX = (1400, 800)  # the one-row figure of an image without columns is the smallest
+MIN_FIGURE_PX = (1400, 500)  # a one-row figure of an image without columns is lower (its aspect)
 
 
 def ensure_chromium() -> Path:
