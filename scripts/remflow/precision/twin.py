@@ -93,7 +93,7 @@ TWIN_FIELDS: list[str] = (
     + ["twin_gain", "twin_gain_ci_low", "twin_gain_ci_high", "twin_verdict",
        "twin_bias_restored_x_px", "twin_bias_restored_y_px", "twin_bias_restored_px",
        "twin_shared_fraction_raw", "twin_shared_fraction_restored", "twin_shared_error_restored_px",
-       "twin_replicas", "twin_columns", "twin_truth", "twin_status",
+       "twin_replicas", "twin_columns", "twin_truth", "twin_status", "twin_note",
        "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
        "electrons_peak", "equivalent_dose_e_per_A2",
        "crlb_px", "crlb_radial_px", "error_over_crlb_raw", "error_over_crlb_restored", "crlb_basis", "crlb_note"]
