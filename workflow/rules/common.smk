@@ -6,11 +6,13 @@ from pathlib import Path
 
 from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
+from snakemake.iocontainers import Wildcards
 from snakemake.utils import validate
 
 # The remflow package lives in scripts/; make it importable without installing it.
 sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
 
+from remflow.batch import MANIFEST, chunks, plain_namedlist, read_manifest  # noqa: E402
 from remflow.ingest import resolve_path, split_dataset  # noqa: E402
 from remflow.sheet import load_sample_sheet  # noqa: E402
 from remflow.synthetic_samples import benchmark_samples  # noqa: E402
@@ -27,7 +29,7 @@ BENCHMARK_SAMPLES = [s for s in SAMPLES if SAMPLE_SHEET.loc[s, "benchmark_dose"]
 
 wildcard_constraints:
     sample="|".join(map(re.escape, SAMPLES)) if SAMPLES else "NO_SAMPLES",
-    batch=r"sfr_[a-z]+-\d{4}",
+    batch=r"\d{4}(-sfr_[a-z]+)?",
 
 
 def sample_row(sample):
@@ -53,78 +55,148 @@ def existing_inputs(sample):
     return files
 
 
+# --- batches ------------------------------------------------------------------------------
+# Every per-sample step runs in batch jobs (remflow.batch): the DAG holds batches, not
+# samples, and is planned in time linear in the number of samples. Inspection batches are
+# the sheet cut into chunks of batch_size (known before anything runs); after inspection,
+# each inspection batch splits by network into the batches that restore, fit, measure and
+# draw ("0003-sfr_hrstem"). A batch job reads its members from its own inputs, so nothing
+# but the dataset-level rules ever waits for another batch's checkpoint.
+
+BATCH_SIZE = config["restore"].get("batch_size", config["batch_size"])
+INGEST_BATCHES = chunks(SAMPLES, BATCH_SIZE)
+STEP_FOLDER = "results/batches/{step}/{batch}"
+
+
+def batch_folder(step, batch):
+    return STEP_FOLDER.format(step=step, batch=batch)
+
+
 @functools.cache
-def _read_json(path):
-    with open(path) as handle:
-        return json.load(handle)
+def _manifest(folder, mtime_ns):
+    return read_manifest(folder)
 
 
-def inspection(sample):
-    """The ingest JSON of a sample. Until every sample's checkpoint has run, ask for
-    all pending ones at once, so that they are scheduled together (and in parallel)."""
-    pending = []
-    for name in SAMPLES:
-        try:
-            checkpoints.inspect_raw.get(sample=name)
-        except IncompleteCheckpointException:
-            pending.append(name)
-    if pending:
-        raise IncompleteCheckpointException(
-            checkpoints.inspect_raw.rule,
-            [checkpoint_target(f"results/ingest/{name}.json") for name in pending],
-        )
-    return _read_json(checkpoints.inspect_raw.get(sample=sample).output.info)
+def manifest(folder):
+    """A batch's manifest rows, read once per version of the file."""
+    return _manifest(folder, (Path(folder) / MANIFEST).stat().st_mtime_ns)
 
 
-def accepted(samples):
-    return [s for s in samples if inspection(s)["status"] == "ok"]
+def split_batch(batch):
+    ingest_batch, network = batch.split("-", 1)
+    return ingest_batch, network
 
 
-def restore_batches():
-    """Accepted samples grouped by network, in batches of restore.batch_size."""
+def accepted_by_network(ingest_batch):
+    """Accepted samples of an inspection batch, by network, in sheet order."""
     by_network = {}
-    for sample in accepted(SAMPLES):
-        by_network.setdefault(inspection(sample)["network"], []).append(sample)
-    size = config["restore"]["batch_size"]
-    batches = {}
-    for network, members in sorted(by_network.items()):
-        members = sorted(members)
-        for index in range(0, len(members), size):
-            batches[f"{network}-{index // size:04d}"] = members[index : index + size]
-    return batches
-
-
-def batch_of(sample):
-    return next(b for b, members in restore_batches().items() if sample in members)
+    for row in manifest(batch_folder("ingest", ingest_batch)):
+        if row["status"] == "ok":
+            by_network.setdefault(row["network"], []).append(row["sample"])
+    return by_network
 
 
 def batch_members(batch):
-    return restore_batches()[batch]
+    ingest_batch, network = split_batch(batch)
+    return accepted_by_network(ingest_batch).get(network, [])
 
 
-def per_sample_result(sample):
-    """What the summary reads for a sample: its precision, or its rejection."""
-    if inspection(sample)["status"] == "ok":
-        return f"results/precision/{sample}.json"
-    return f"results/ingest/{sample}.json"
+def analysis_batches(ingest_batches=None):
+    """The batches after inspection. Until every inspection batch has run, ask for all the
+    pending ones at once: they are scheduled together, and this is not re-walked per sample."""
+    ingest_batches = list(INGEST_BATCHES) if ingest_batches is None else ingest_batches
+    pending = []
+    for batch in ingest_batches:
+        try:
+            checkpoints.ingest_batch.get(batch=batch)
+        except IncompleteCheckpointException:
+            pending.append(batch)
+    if pending:
+        raise IncompleteCheckpointException(
+            checkpoints.ingest_batch.rule,
+            [checkpoint_target(batch_folder("ingest", batch)) for batch in pending],
+        )
+    return [f"{b}-{network}" for b in ingest_batches for network in sorted(accepted_by_network(b))]
+
+
+def step_script(rule_name):
+    """Absolute path of a per-sample rule's script."""
+    step_rule = workflow.get_rule(rule_name)
+    return str(Path(step_rule.basedir.get_path_or_uri(secret_free=True)) / step_rule.script)
+
+
+def step_spec(rule_name, sample, gate=None):
+    """A per-sample rule's input, output, params and log for one sample, ready for
+    remflow.batch.run_step: the batch job runs that rule's script with them."""
+    step_rule = workflow.get_rule(rule_name)
+    wildcards = Wildcards(fromdict={"sample": sample})
+    input_files = step_rule.expand_input(wildcards)[0]
+    output_files = step_rule.expand_output(wildcards)[0]
+    params = step_rule.expand_params(wildcards, input_files, output_files, None)[0]
+    return {
+        "rule": rule_name,
+        "sample": sample,
+        "script": step_script(rule_name),
+        "input": plain_namedlist(input_files),
+        "output": plain_namedlist(output_files),
+        "log": plain_namedlist(step_rule.expand_log(wildcards)),
+        "params": dict(params.items()),
+        "wildcards": {"sample": sample},
+        "gate": gate,
+    }
+
+
+def batch_params(*rule_names, gate=None):
+    """params.members of a batch rule running the per-sample rules ``rule_names`` in order."""
+
+    def members(wildcards):
+        samples = INGEST_BATCHES[wildcards.batch] if "-" not in wildcards.batch else batch_members(wildcards.batch)
+        return [
+            {"sample": s, "steps": [step_spec(name, s, gate=gate if i == 0 else None) for i, name in enumerate(rule_names)]}
+            for s in samples
+        ]
+
+    return members
+
+
+def inspection_inputs(wildcards):
+    files = {}
+    for sample in INGEST_BATCHES[wildcards.batch]:
+        files.update(dict.fromkeys(existing_inputs(sample).values()))
+    return list(files)
+
+
+def sample_batches(samples):
+    """The analysis batches that hold any of ``samples``."""
+    wanted = {BATCH_OF_SAMPLE[s] for s in samples}
+    return [b for b in analysis_batches(sorted(wanted)) if split_batch(b)[0] in wanted]
+
+
+BATCH_OF_SAMPLE = {s: b for b, members in INGEST_BATCHES.items() for s in members}
 
 
 def summary_inputs(wildcards):
-    return [per_sample_result(s) for s in SAMPLES]
-
-
-def figure_inputs(wildcards):
-    return [f"results/figures/{s}.png" for s in accepted(SAMPLES)]
+    return {
+        "ingest": [batch_folder("ingest", b) for b in INGEST_BATCHES],
+        "precision": [batch_folder("precision", b) for b in analysis_batches()],
+    }
 
 
 def dose_inputs(wildcards):
-    return {"precision": [per_sample_result(s) for s in BENCHMARK_SAMPLES]}
+    return {
+        "ingest": [batch_folder("ingest", b) for b in sorted({BATCH_OF_SAMPLE[s] for s in BENCHMARK_SAMPLES})],
+        "precision": [batch_folder("precision", b) for b in sample_batches(BENCHMARK_SAMPLES)],
+    }
+
+
+def figure_folders(wildcards):
+    return [batch_folder("figure", b) for b in analysis_batches()]
 
 
 def all_outputs(wildcards):
-    outputs = ["results/summary.csv", "results/summary.html", "results/figures/precision_gain.png"]
-    outputs += [f"results/restored/{s}.hspy" for s in accepted(SAMPLES)]
-    outputs += figure_inputs(wildcards)
+    outputs = ["results/summary.csv", "results/summary.html", "results/figures/precision_gain.png",
+               "results/index.html"]
+    outputs += figure_folders(wildcards)
     if BENCHMARK_SAMPLES:
         outputs += ["results/benchmark/precision_vs_dose.csv", "results/figures/precision_vs_dose.png"]
     return outputs
@@ -136,7 +208,7 @@ def restore_mem_mb(wildcards, input):
     pixel; 2 kB allowed), from the float32 images' file sizes, plus the batch's raw and
     restored images, which the job holds together."""
     settings = config["restore"]
-    sizes = [Path(f).stat().st_size for f in input.images]
+    sizes = [Path(f"results/ingest/{s}.hspy").stat().st_size for s in batch_members(wildcards.batch)]
     largest_px = max(sizes, default=0) / 4
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2

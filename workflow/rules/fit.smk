@@ -55,10 +55,58 @@ rule precision:
         "../../scripts/precision.py"
 
 
-rule summary:
-    """One row per sample: precision figures, or why the sample was rejected."""
+rule fit_batch:
+    """fit_columns for every sample of a batch, in one job."""
     input:
-        summary_inputs,
+        upstream=lambda wc: batch_folder("restore", wc.batch),
+        scripts=[step_script("fit_columns")],
+    output:
+        report(
+            directory("results/batches/fit/{batch}"),
+            patterns=["{sample}.csv"],
+            caption="../report/columns_table.rst",
+            category="Tables and data",
+            subcategory="fitted columns (CSV)",
+            labels={"sample": "{sample}"},
+        ),
+    params:
+        members=batch_params("fit_columns"),
+    log:
+        "logs/batches/fit/{batch}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/run_batch.py"
+
+
+rule precision_batch:
+    """precision for every sample of a batch, in one job."""
+    input:
+        upstream=lambda wc: batch_folder("fit", wc.batch),
+        scripts=[step_script("precision")],
+    output:
+        report(
+            directory("results/batches/precision/{batch}"),
+            patterns=["{sample}.json"],
+            caption="../report/precision_json.rst",
+            category="Tables and data",
+            subcategory="precision figures (JSON)",
+            labels={"sample": "{sample}"},
+        ),
+    params:
+        members=batch_params("precision"),
+    log:
+        "logs/batches/precision/{batch}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/run_batch.py"
+
+
+rule summary:
+    """One row per sample: precision figures, or why the sample was rejected or failed."""
+    input:
+        unpack(summary_inputs),
     output:
         report(
             "results/summary.csv",
@@ -66,6 +114,8 @@ rule summary:
             category="Dataset summary",
             labels={"result": "summary.csv (download)"},
         ),
+    params:
+        samples=SAMPLES,
     log:
         "logs/summary.log",
     localrule: True

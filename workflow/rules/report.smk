@@ -22,6 +22,83 @@ rule figure:
         "../../scripts/plot_sample.py"
 
 
+rule thumbnail:
+    """A small JPEG of a sample's figure for the sample index."""
+    input:
+        figure="results/figures/{sample}.png",
+    output:
+        thumbnail="results/thumbs/{sample}.jpg",
+    params:
+        width_px=360,
+    log:
+        "logs/thumbnail/{sample}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/thumbnail.py"
+
+
+rule figure_batch:
+    """figure and thumbnail for every sample of a batch, in one job."""
+    input:
+        upstream=lambda wc: batch_folder("precision", wc.batch),
+        scripts=[step_script("figure"), step_script("thumbnail")],
+    output:
+        report(
+            directory("results/batches/figure/{batch}"),
+            patterns=["{sample}.png"],
+            caption="../report/sample_figure.rst",
+            category="Per-sample figures",
+            labels={"sample": "{sample}"},
+        ),
+    params:
+        members=batch_params("figure", "thumbnail"),
+    log:
+        "logs/batches/figure/{batch}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/run_batch.py"
+
+
+rule sample_index:
+    """results/index.html: one row per sample with its thumbnail, status and precision gain,
+    linking its full figure. Opens in a browser at any dataset size (figures load on click)."""
+    input:
+        summary="results/summary.csv",
+        figures=figure_folders,
+    output:
+        "results/index.html",
+    log:
+        "logs/sample_index.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/sample_index.py"
+
+
+rule report_zip:
+    """results/report.zip: the sample index with every figure and table beside it, for
+    datasets whose self-contained report.html would be too large for a browser."""
+    input:
+        index="results/index.html",
+        summary="results/summary.csv",
+        table="results/summary.html",
+        gain="results/figures/precision_gain.png",
+        figures=figure_folders,
+        dose=lambda wc: ["results/figures/precision_vs_dose.png"] if BENCHMARK_SAMPLES else [],
+    output:
+        "results/report.zip",
+    log:
+        "logs/report_zip.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/report_zip.py"
+
+
 rule plot_gain:
     """Precision gain per sample with its confidence interval and verdict."""
     input:
