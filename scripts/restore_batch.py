@@ -13,7 +13,7 @@ from pathlib import Path
 import hyperspy.api as hs
 
 from remflow.atomic import atomic_path, write_json
-from remflow.batch import up_to_date, write_batch_folder, write_stamp
+from remflow.batch import remove_outputs, up_to_date, write_batch_folder, write_stamp
 from remflow.restore import Restorer
 from remflow.runlog import provenance, setup_logging
 
@@ -79,6 +79,9 @@ if todo:
             "shape": list(raw.data.shape), "provenance": provenance({"restore": settings})})
         write_stamp(specs[sample])
         log.info("wrote %s %s", sample, raw.data.shape)
+for sample in specs:
+    if status[sample] != "ok":
+        remove_outputs(specs[sample])  # no restored image from an earlier run may stand in
 rows = [{"sample": sample, "status": status[sample], "network": network, "redone": int(sample in todo)}
         for sample in specs]
 outputs = [f for sample in specs if status[sample] == "ok" for f in specs[sample]["output"]["items"]]

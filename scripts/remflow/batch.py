@@ -133,6 +133,16 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
+def remove_outputs(spec: dict[str, Any]) -> None:
+    """Remove a member step's outputs and stamp (after a failure, here or upstream)."""
+    _stamp_path(spec).unlink(missing_ok=True)
+    for path in _files(spec["output"]):
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+
+
 def run_step(spec: dict[str, Any], config: dict[str, Any]) -> tuple[str, bool]:
     """Run one per-sample step unless it is up to date. Returns (status, redone).
 
@@ -153,11 +163,7 @@ def run_step(spec: dict[str, Any], config: dict[str, Any]) -> tuple[str, bool]:
         if missing:
             raise RuntimeError(f"the step wrote no {', '.join(missing)}")
     except (Exception, SystemExit) as err:  # noqa: BLE001 - one sample's failure must not stop its batch
-        for path in _files(spec["output"]):
-            if Path(path).is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                Path(path).unlink(missing_ok=True)
+        remove_outputs(spec)
         detail = traceback.format_exc()
         for path in _files(spec["log"]):
             with open(path, "a", encoding="utf-8") as handle:
@@ -196,18 +202,19 @@ def run_member(steps: list[dict[str, Any]], config: dict[str, Any]) -> dict[str,
     (e.g. a rejected raw file), ends the member there. Returns its manifest row."""
     row = {"sample": steps[0]["sample"], "status": "ok", "network": "", "redone": 0, "seconds": 0.0}
     started = time.perf_counter()
-    for spec in steps:
+    for index, spec in enumerate(steps):
         status, redone = run_step(spec, config)
         row["redone"] += int(redone)
+        if status == "ok":
+            record = gate_of(spec)
+            if record is not None:
+                row["network"] = record.get("network") or ""
+                status = "ok" if record.get("status") == "ok" else record.get("status") or "rejected"
         if status != "ok":
             row["status"] = status
+            for later in steps[index + 1:]:  # outputs of an earlier run would no longer match
+                remove_outputs(later)
             break
-        record = gate_of(spec)
-        if record is not None:
-            row["network"] = record.get("network") or ""
-            if record.get("status") != "ok":
-                row["status"] = record.get("status") or "rejected"
-                break
     row["seconds"] = round(time.perf_counter() - started, 3)
     return row
 
@@ -261,6 +268,8 @@ def run_batch(members: list[dict[str, Any]], folder: str, config: dict[str, Any]
         sample = member["sample"]
         earlier = before.get(sample)
         if earlier is not None and earlier["status"] != "ok":
+            for spec in member["steps"]:  # outputs of an earlier run would no longer match
+                remove_outputs(spec)
             rows.append({"sample": sample, "status": earlier["status"], "network": earlier.get("network", ""),
                          "redone": 0, "seconds": 0.0})
             continue

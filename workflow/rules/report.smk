@@ -1,3 +1,7 @@
+# results/figures/{sample}.png would also match the dataset figures.
+ruleorder: plot_gain > plot_precision_vs_dose > figure
+
+
 rule figure:
     """Raw | restored | difference with fitted columns, displacements and residuals."""
     input:
