@@ -12,7 +12,7 @@ from conftest import REPO
 
 def test_gpu_check_dry_run_prints_every_figure():
     done = subprocess.run(["bash", str(REPO / "tests" / "gpu" / "check.sh"), "--dry"], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHON": sys.executable, "PYTHON_SET": "1"})
+                          timeout=900, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
     assert result["dry"] is True and set(result["runs"]) == {"tf32_on", "tf32_off"}

@@ -1,6 +1,7 @@
 """The real workflow on a real one-node Slurm with the shipped profiles: restoration jobs
 ask for the (fake) GPU, fitting jobs do not, a restoration job cancelled mid-run is
-retried, and the results equal those of a local run."""
+retried, and the results equal those of a local run. A 40-sample dataset takes at most
+30 Slurm jobs (every step runs in batches) and gives the same tables as a local run."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def write_two_tiny_samples(workdir: Path) -> None:
     make_small_config(workdir, [
         {"sample": "sim_cal", "path": f"raw/{sim.name}", "modality": "auto", "resolution": "auto"},
         {"sample": "srtio3", "path": "raw/srtio3.npy", "modality": "stem", "resolution": "hr"},
-    ], restore={"batch_size": 1})
+    ], batch_size=1)
 
 
 def start_on_slurm(cluster: SlurmCluster, workdir: Path) -> subprocess.Popen:
@@ -71,20 +72,20 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
         by_rule.setdefault(rule_of(job), []).append(job)
-    # Local rules (restore, summary, plots) never reach Slurm; every other step did.
-    assert set(by_rule) == {"inspect_raw", "ingest", "restore_batch", "fit_columns", "precision", "figure"}
+    # Local rules (summary, plots, index) never reach Slurm; every batch step did.
+    assert set(by_rule) == {"ingest_batch", "restore_batch", "fit_batch", "precision_batch", "figure_batch"}
     # The cancelled batch was submitted again and completed; every final job completed.
     same_batch = [j for j in by_rule["restore_batch"] if j["comment"] == cancelled["comment"]]
     assert [j["state"] for j in same_batch] == ["CANCELLED", "COMPLETED"], same_batch
-    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["fit_columns"]) == 2
+    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["fit_batch"]) == 2
 
     for job in by_rule["restore_batch"]:
-        assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 1, job
-    for rule in ("fit_columns", "precision", "inspect_raw", "figure"):
+        fields = job_fields(slurm_cluster, job["id"])
+        assert gpus_requested(fields) == 1, job
+        assert int(fields["NumCPUs"]) == 2  # the workflow profile's restore_batch threads
+    for rule in ("fit_batch", "precision_batch", "ingest_batch", "figure_batch"):
         for job in by_rule[rule]:
             assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 0, job
-    fit_fields = job_fields(slurm_cluster, by_rule["fit_columns"][0]["id"])
-    assert int(fit_fields["NumCPUs"]) == 2  # the workflow profile's fit_columns threads
 
     results, local = workdir / "results", local_run / "results"
     for name in TABLES:
@@ -94,3 +95,37 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
         here = hs.load(local / "restored" / f"{sample}.hspy").data
         np.testing.assert_array_equal(on_cluster, here)
         assert (results / "figures" / f"{sample}.png").stat().st_size > 10_000
+
+
+def write_lattice_dataset(workdir: Path, count: int = 40) -> None:
+    """``count`` small noisy lattices (64x64 px), batches of 20."""
+    rows, cols = np.mgrid[0:64, 0:64]
+    raw = workdir / "raw"
+    raw.mkdir(parents=True)
+    samples = []
+    for index in range(count):
+        image = sum(np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / 8.0)
+                    for y in np.arange(4.5, 64, 9.0) for x in np.arange(4.5, 64, 9.0))
+        np.save(raw / f"l{index:02d}.npy", np.random.default_rng(index).poisson(200 * image + 20).astype(np.float32))
+        samples.append({"sample": f"l{index:02d}", "path": f"raw/l{index:02d}.npy", "modality": "stem",
+                        "resolution": "hr"})
+    make_small_config(workdir, samples, batch_size=20)
+
+
+def test_forty_samples_take_at_most_thirty_slurm_jobs_and_equal_a_local_run(slurm_cluster, tmp_path):
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    for workdir in (local, cluster):
+        write_lattice_dataset(workdir)
+    run_snakemake(local, "--cores", "2")
+    run = start_on_slurm(slurm_cluster, cluster)
+    output, _ = run.communicate(timeout=3000)
+    assert run.returncode == 0, output[-8000:]
+    jobs = jobs_in(slurm_cluster, cluster)
+    assert len(jobs) <= 30, [job["comment"] for job in jobs]
+    assert {rule_of(job) for job in jobs} == {"ingest_batch", "restore_batch", "fit_batch", "precision_batch",
+                                               "figure_batch"}
+    summary = (cluster / "results" / "summary.csv").read_text()
+    assert summary.count("\nl") == 40 and summary == (local / "results" / "summary.csv").read_text()
+    for index in range(40):
+        name = f"columns/l{index:02d}.csv"
+        assert (cluster / "results" / name).read_bytes() == (local / "results" / name).read_bytes(), name

@@ -4,12 +4,15 @@ The sample sheet points at tiny .npy lattices; inspection is taken as done by wr
 the inspection batches leave behind (their folders with manifest.tsv, every sample accepted
 for sfr_hrstem), so the dry run plans everything after inspection: restoration, fitting,
 precision, figures and the dataset tables of every batch, as a real second call does.
+Wall time depends on what else runs on the machine; the CPU time (user + system) of the
+single-threaded dry run is what it takes on an idle one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -46,13 +49,18 @@ def fabricate(workdir: Path, count: int, batch_size: int) -> None:
             os.utime(path, (later, later))
 
 
-def dry_run_seconds(workdir: Path) -> tuple[float, int]:
+def dry_run_seconds(workdir: Path) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system: the wall time on an otherwise idle machine,
+    Snakemake plans on one core) and number of jobs of one dry run."""
     command = [str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(workdir / "config.yaml"), "--cores", "2", "-n", "--quiet", "rules"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO / "scripts")})
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"dry run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     jobs = 0
@@ -60,7 +68,7 @@ def dry_run_seconds(workdir: Path) -> tuple[float, int]:
         parts = line.split()
         if len(parts) == 2 and parts[0] == "total" and parts[1].isdigit():
             jobs = int(parts[1])
-    return seconds, jobs
+    return seconds, cpu, jobs
 
 
 def main() -> None:
@@ -74,8 +82,9 @@ def main() -> None:
         workdir = args.workdir / str(count)
         subprocess.run(["rm", "-rf", str(workdir)], check=True)
         fabricate(workdir, count, args.batch_size)
-        seconds, jobs = dry_run_seconds(workdir)
+        seconds, cpu, jobs = dry_run_seconds(workdir)
         record[f"dag_seconds_{count}"] = round(seconds, 2)
+        record[f"dag_cpu_seconds_{count}"] = round(cpu, 2)
         record[f"dag_jobs_{count}"] = jobs
         subprocess.run(["rm", "-rf", str(workdir)], check=True)
     emit({**record, **machine()})

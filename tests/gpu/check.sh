@@ -14,8 +14,10 @@ export PYTHONPATH="$REPO/scripts:$REPO/tests/benchmarks${PYTHONPATH:+:$PYTHONPAT
 export TF_CPP_MIN_LOG_LEVEL=2
 
 if [[ "${1:-}" == "--dry" ]]; then
-    PYTHON="${PYTHON:-$(command -v python3)}"
-    [[ -x "$REPO/.venv/bin/python" && -z "${PYTHON_SET:-}" ]] && PYTHON="$REPO/.venv/bin/python"
+    # $PYTHON if given, else the project's .venv, else python3.
+    if [[ -z "${PYTHON:-}" ]]; then
+        if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON="$(command -v python3)"; fi
+    fi
     exec "$PYTHON" "$HERE/check.py" --dry
 fi
 
