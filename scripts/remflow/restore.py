@@ -53,6 +53,17 @@ def network_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models" / name
 
 
+def bfloat16_supported() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX), which TensorFlow's oneDNN
+    bfloat16 rewrite needs: without it the option does nothing (measured: identical output)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def use_bfloat16() -> None:
     """Switch TensorFlow's oneDNN auto-mixed-precision to bfloat16 for this process.
 
@@ -171,9 +182,13 @@ class Restorer:
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if dtype == "bfloat16" and not bfloat16_supported():
+            log.warning("restore.dtype bfloat16: this CPU has no bfloat16 arithmetic (AVX512-BF16/AMX); "
+                        "restoring in float32")
+            dtype = "float32"
         if dtype == "bfloat16":
             use_bfloat16()
-        self.dtype = dtype
+        self.dtype = dtype  # what the network really computes in
 
         overlap = 2 * context_px + blend_px
         if tile_px % TILE_ALIGN_PX or tile_px < overlap + TILE_ALIGN_PX:
