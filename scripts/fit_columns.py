@@ -7,6 +7,7 @@ import pandas as pd
 
 from remflow.atomic import atomic_path, write_json
 from remflow.columns import fit_columns
+from remflow.frames import fit_series
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -17,9 +18,16 @@ restored = hs.load(snakemake.input.restored, lazy=False).data
 truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
 separation = row.get("separation_px") or settings["separation_px"]
 second = row.get("second_sublattice")
-result = fit_columns(raw, restored, separation_px=separation,
-                     second_sublattice=settings["second_sublattice"] if second is None else bool(second),
-                     refine=settings["refine"], min_columns=settings["min_columns"], truth=truth)
+options = dict(separation_px=separation,
+               second_sublattice=settings["second_sublattice"] if second is None else bool(second),
+               refine=settings["refine"], min_columns=settings["min_columns"], truth=truth)
+series = {}
+if raw.ndim == 3:  # a frame series (frame: all): columns found once, refined on every frame
+    result = fit_series(raw, restored, **options)
+    series = {"n_frames": result.n_frames, "frame_shifts_px": result.shifts_px.round(4).tolist()}
+    raw = raw[0]
+else:
+    result = fit_columns(raw, restored, **options)
 log.info("%s: %d columns, status %s, separation %.3f px", row["sample"], len(result.table), result.status,
          result.separation_px if result.separation_px else float("nan"))
 with atomic_path(snakemake.output.columns) as tmp:
@@ -27,6 +35,7 @@ with atomic_path(snakemake.output.columns) as tmp:
 with open(snakemake.input.info) as handle:
     sha256 = json.load(handle)["sha256"]
 write_json(snakemake.output.info, {
-    "sample": row["sample"], "status": result.status, "n_columns": int(len(result.table)),
-    "separation_px": result.separation_px, "image_shape": list(raw.shape),
+    "sample": row["sample"], "status": result.status,
+    "n_columns": int(result.table["column_id"].nunique()) if series else int(len(result.table)),
+    "separation_px": result.separation_px, "image_shape": list(raw.shape), **series,
     "provenance": provenance({"fit": settings}, input_sha256=sha256)})

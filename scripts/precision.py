@@ -9,6 +9,7 @@ import pandas as pd
 from remflow.atomic import write_json
 from remflow.ingest import read_sample_image
 from remflow.precision import precision_summary
+from remflow.precision.series import series_summary
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -22,13 +23,16 @@ table = pd.read_csv(snakemake.input.columns)
 truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
 record = {"sample": info["sample"], "network": info["network"], "pixel_size_pm": info["pixel_size_pm"],
           "n_columns": fit["n_columns"], "status": fit["status"]}
+if fit.get("n_frames"):
+    record["series_n_frames"] = fit["n_frames"]
 if fit["status"] == "ok":
     pixel = info["pixel_size_pm"]
     if pixel is not None and info["pixel_size_x_pm"] != info["pixel_size_y_pm"]:
         pixel = (info["pixel_size_x_pm"], info["pixel_size_y_pm"])
-    figures = precision_summary(table, image_shape=tuple(fit["image_shape"]), separation_px=fit["separation_px"],
-                                pixel_size_pm=pixel, truth=truth, seed=settings["seed"],
-                                n_boot=settings["n_bootstrap"])
+    # A frame series (columns.csv with a frame column) adds the series figures to frame 0's.
+    summarise = series_summary if "frame" in table.columns else precision_summary
+    figures = summarise(table, image_shape=tuple(fit["image_shape"]), separation_px=fit["separation_px"],
+                        pixel_size_pm=pixel, truth=truth, seed=settings["seed"], n_boot=settings["n_bootstrap"])
     status = figures.pop("status")
     record.update(figures)
     if status != "ok":

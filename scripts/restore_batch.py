@@ -75,7 +75,8 @@ if todo:
             restored.save(tmp)
         write_json(f"results/restored/{sample}.json", {
             "sample": sample, "network": network, "device": restorer.device, "dtype": restorer.dtype,
-            "mode": "whole" if raw.data.size <= settings["max_whole_pixels"] else "tiled",
+            # A frame series (n_frames, rows, cols) is restored frame by frame.
+            "mode": "whole" if raw.data.shape[-1] * raw.data.shape[-2] <= settings["max_whole_pixels"] else "tiled",
             "shape": list(raw.data.shape), "provenance": provenance({"restore": settings})})
         write_stamp(specs[sample])
         log.info("wrote %s %s", sample, raw.data.shape)

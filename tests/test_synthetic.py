@@ -205,3 +205,65 @@ def test_invalid_specs_are_refused() -> None:
         LatticeSpec(sigma_px=0)
     with pytest.raises(ValueError, match="dose"):
         Degradation(dose_e_per_A2=-1)
+
+
+def test_smooth_structure_moves_columns_as_documented() -> None:
+    """Strain gradient, bending and polar shifts displace each column by their formulas."""
+    base = dict(kind="perovskite", shape=(128, 160), spacing_px=12.0, seed=4)
+    spec = LatticeSpec(**base, strain_gradient=0.02, bend_px=1.0, polar_shift_px=0.25)
+    moved = true_positions(spec)
+    # Ideal sites sit on the undistorted grid of the plain lattice.
+    plain = true_positions(LatticeSpec(**base)).iloc[0]
+    steps = (moved[["x_ideal_px", "y_ideal_px"]].to_numpy() - [plain["x_px"], plain["y_px"]]) / 6.0
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-9)
+    dx = moved["x_ideal_px"].to_numpy() - (spec.shape[1] - 1) / 2
+    np.testing.assert_allclose(moved["x_px"] - moved["x_ideal_px"], 0.02 * dx**2 / (2 * 160))
+    polar = np.where(moved["sublattice"] == "B", np.where(dx < 0, 0.25, -0.25), 0.0)
+    np.testing.assert_allclose(moved["y_px"] - moved["y_ideal_px"], (2 * dx / 160) ** 2 + polar)
+    # Local strain: neighbouring A spacings along x grow across the image by the gradient.
+    a_row = moved[(moved["sublattice"] == "A") & (moved["y_ideal_px"] == moved["y_ideal_px"].iloc[0])]
+    spacings = np.diff(np.sort(a_row["x_px"].to_numpy()))
+    assert spacings[-1] > spacings[0]
+
+
+def test_two_domains_are_rotated_and_do_not_overlap() -> None:
+    spec = LatticeSpec(shape=(160, 160), spacing_px=12.0, domain_angle_deg=8.0, seed=1)
+    table = true_positions(spec)
+    assert set(table["domain"]) == {0, 1}
+    xy = table[["x_px", "y_px"]].to_numpy()
+    nearest = np.sort(np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1)), axis=1)[:, 1]
+    assert nearest.min() >= 0.6 * spec.spacing_px - 1e-9
+    right = table[table["domain"] == 1][["x_px", "y_px"]].to_numpy()
+    # Lattice vectors of the right domain point 8 degrees off the axes.
+    offsets = right[None, :, :] - right[:, None, :]
+    length = np.hypot(offsets[..., 0], offsets[..., 1])
+    first = offsets[(length > 11.9) & (length < 12.1)]
+    angles = np.degrees(np.arctan2(first[:, 1], first[:, 0])) % 90
+    np.testing.assert_allclose(angles, 8.0, atol=1e-6)
+
+
+def test_vacuum_particle_and_rigid_shift() -> None:
+    shape = (96, 128)
+    vacuum = true_positions(LatticeSpec(shape=shape, region="vacuum", crystal_fraction=0.5))
+    assert vacuum["x_px"].max() < 64 and len(vacuum) > 20
+    image = render(LatticeSpec(shape=shape, region="vacuum"), vacuum)
+    assert image[:, 90:].max() == pytest.approx(0.1, abs=1e-6)  # only background in the vacuum
+    particle = true_positions(LatticeSpec(shape=shape, region="particle", crystal_fraction=0.75))
+    radius = np.hypot(particle["x_ideal_px"] - 63.5, particle["y_ideal_px"] - 47.5)
+    assert radius.max() <= 0.75 * 96 / 2 and len(particle) > 10
+    base = true_positions(LatticeSpec(shape=shape))
+    shifted = true_positions(LatticeSpec(shape=shape, shift_px=(1.25, -0.5)))
+    assert len(shifted) == len(base)
+    np.testing.assert_allclose(shifted["x_px"].to_numpy() - base["x_px"].to_numpy(), 1.25)
+    np.testing.assert_allclose(shifted["y_px"].to_numpy() - base["y_px"].to_numpy(), -0.5)
+
+
+def test_slow_drift_shears_the_image() -> None:
+    spec = LatticeSpec(shape=(64, 64))
+    clean = render(spec, true_positions(spec))
+    drifted = degrade(clean, Degradation(dose_e_per_A2=1e7, drift_px=3.0, seed=0)).astype(float)
+    still = degrade(clean, Degradation(dose_e_per_A2=1e7, seed=0)).astype(float)
+    # First row unmoved, last row moved by 3 px along x.
+    lag = [int(np.argmax(np.correlate(np.r_[row_d, row_d], row_s, mode="valid")[:64]))
+           for row_d, row_s in ((drifted[0], still[0]), (drifted[-1], still[-1]))]
+    assert lag[0] == 0 and lag[1] == 3

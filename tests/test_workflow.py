@@ -82,3 +82,14 @@ def test_sheet_problems_are_all_listed_before_any_job_runs(tmp_path):
     for words in ("'../x'", "'/abs'", "'XEM'", "'dup' is used 2 times", "'mr'"):
         assert words in text, words
     assert not (tmp_path / "results").exists()
+
+
+def test_default_run_includes_the_small_methods_benchmark(small_run):
+    table = pd.read_csv(small_run / "results" / "benchmark" / "methods.csv")
+    assert {"raw", "cnn", "gaussian", "nlm", "tv", "bragg"} <= set(table["method"])
+    assert set(table["truth_kind"]) == {"static", "strain", "polar"}
+    assert table["truth_rmse_px"].notna().all() and (table["crlb_px"] > 0).all()
+    summary = pd.read_csv(small_run / "results" / "benchmark" / "methods_summary.csv")
+    assert len(summary) == len(table)  # one image per dose in the small size
+    for name in ("methods_error_vs_dose", "methods_fidelity_vs_dose", "methods_panel"):
+        assert (small_run / "results" / "figures" / f"{name}.png").stat().st_size > 10_000

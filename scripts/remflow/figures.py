@@ -126,7 +126,9 @@ def sample_title(sample: str, precision: dict[str, Any]) -> str:
     n_columns = precision.get("n_columns")
     lines = [f"{sample}   |   network {precision.get('network')}   |   "
              f"{0 if n_columns is None else int(n_columns)} columns fitted   |   status: {precision.get('status')}"]
-    for prefix, name in (("lattice_rms", "lattice RMS"), ("truth_rmse", "truth RMSE")):
+    first = " (frame 0)" if _value(precision, "series_n_frames") else ""  # a series: single-image figures of frame 0
+    for prefix, name in (("lattice_rms", f"lattice RMS{first}"), ("truth_rmse", f"truth RMSE{first}"),
+                         ("series_precision", f"series precision ({_count(precision, 'series_n_frames')} frames)")):
         if _value(precision, f"{prefix}_raw_px") is not None:
             lines.append(f"{name}: raw {_measure(precision, prefix, 'raw')}   →   "
                          f"restored {_measure(precision, prefix, 'restored')}")
@@ -303,21 +305,24 @@ def figure_notes(precision: dict[str, Any], pixel_size_pm: float | None, separat
 
 def plot_sample(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, precision: dict[str, Any],
                 path: str | Path, *, pixel_size_pm: float | None, separation_px: float | None = None,
-                residuals: dict[str, np.ndarray] | None = None) -> None:
+                residuals: dict[str, np.ndarray] | None = None, series: bool = False) -> None:
     """Write the per-sample figure (see :func:`sample_figure`) as a PNG to ``path``."""
     _save(sample_figure(raw, restored, columns, precision, pixel_size_pm=pixel_size_pm, separation_px=separation_px,
-                        residuals=residuals), path)
+                        residuals=residuals, series=series), path)
 
 
 def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, precision: dict[str, Any], *,
                   pixel_size_pm: float | None, separation_px: float | None = None,
-                  residuals: dict[str, np.ndarray] | None = None) -> Figure:
+                  residuals: dict[str, np.ndarray] | None = None, series: bool = False) -> Figure:
     """The per-sample figure.
 
     Top: raw | restored | raw − restored, raw and restored on one robust intensity scale,
     fitted columns overlaid, scale bar when calibrated. Bottom: displacement of each
     column's fit (restored − raw), distributions of lattice residuals raw vs restored, and
     the numbers. ``residuals`` default to :func:`sample_residuals` of ``columns``.
+    With ``series`` (a frame series: ``raw``/``restored`` are the registered mean frames and
+    ``columns`` the mean positions, see :func:`remflow.frames.mean_frame_view`) a third row
+    shows the per-frame drift and the per-frame scatter (:func:`plot_series_panels`).
     """
     raw = np.asarray(raw, dtype=np.float64)
     restored = np.asarray(restored, dtype=np.float64)
@@ -326,7 +331,10 @@ def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, 
     if residuals is None and str(precision.get("status")) == "ok":
         residuals = sample_residuals(columns, raw.shape, separation_px)
     with plt.rc_context(STYLE):
-        figure, axes = plt.subplots(2, 3, figsize=SAMPLE_FIGURE_SIZE_IN, layout="constrained")
+        rows = 3 if series else 2
+        size = (SAMPLE_FIGURE_SIZE_IN[0], SAMPLE_FIGURE_SIZE_IN[1] * rows / 2)
+        figure, axes = plt.subplots(rows, 3, figsize=size, layout="constrained",
+                                    height_ratios=[1.0, 1.0, 0.7][:rows])
         limits = robust_limits(raw, restored)
         marker = _column_marker_size(figure, raw.shape, separation_px)
         for axis, image, kind in ((axes[0, 0], raw, "raw"), (axes[0, 1], restored, "restored")):
@@ -353,8 +361,66 @@ def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, 
         axes[1, 2].set_axis_off()
         axes[1, 2].text(0.0, 1.0, figure_notes(precision, pixel_size_pm, separation_px), va="top", ha="left",
                         family="DejaVu Sans Mono", fontsize=8.5, transform=axes[1, 2].transAxes)
+        if series:
+            plot_series_panels(axes[2, 0], axes[2, 1], axes[2, 2], precision)
+            for axis in axes[0, :2]:
+                axis.set_title(axis.get_title() + " (registered mean of the frames)")
         figure.suptitle(sample_title(str(precision.get("sample")), precision), fontsize=11)
     return figure
+
+
+def plot_series_panels(drift_axis: Any, scatter_axis: Any, text_axis: Any, precision: dict[str, Any]) -> None:
+    """A frame series' per-frame panels: drift (mean column shift from frame 0, x and y, raw and
+    restored) and the per-frame scatter from each column's mean (``series_frame_rms_*``, scaled
+    as the series figure, whose value is the dashed line), plus what the figure can and cannot see."""
+    for kind in ("raw", "restored"):
+        drift = precision.get(f"series_drift_{kind}_px")
+        if drift:
+            drift = np.asarray(drift, dtype=np.float64)
+            frames = np.asarray(precision.get("series_frames") or np.arange(len(drift)))
+            style = "-" if kind == "raw" else ":"
+            drift_axis.plot(frames, drift[:, 0], style, marker="o", color="#2ca02c", label=f"x, {kind}")
+            drift_axis.plot(frames, drift[:, 1], style, marker="s", color="#9467bd", label=f"y, {kind}")
+        values = precision.get(f"series_frame_rms_{kind}_px")
+        if values:
+            frames = np.asarray(precision.get("series_frames") or np.arange(len(values)))
+            scatter_axis.plot(frames, values, "-o", color=KIND_COLOURS[kind], label=f"{kind}")
+            total = _value(precision, f"series_precision_{kind}_px")
+            if total is not None:
+                scatter_axis.axhline(total, color=KIND_COLOURS[kind], linestyle="--", linewidth=1)
+    drift_axis.set_title("drift: mean column shift from the first frame")
+    drift_axis.set_xlabel("frame")
+    drift_axis.set_ylabel("shift (px)")
+    scatter_axis.set_title("per-frame scatter of each column about its mean position\n"
+                           "(dashed: series precision over all frames)")
+    scatter_axis.set_xlabel("frame")
+    scatter_axis.set_ylabel("RMS deviation, radial (px)")
+    for axis in (drift_axis, scatter_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(True, alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="best", fontsize=8)
+        else:
+            axis.text(0.5, 0.5, "too few columns seen in several frames", ha="center", va="center", transform=axis.transAxes)
+    text_axis.set_axis_off()
+    text_axis.text(0.0, 1.0, "\n".join([
+        f"frame series: {_count(precision, 'series_n_frames')} frames, "
+        f"{_count(precision, 'series_n_columns_used')} columns (each in >= half the frames)",
+        f"series precision raw: {_measure(precision, 'series_precision', 'raw')}",
+        f"series precision restored: {_measure(precision, 'series_precision', 'restored')}",
+        f"series gain: {format_interval(precision, 'series_gain', '')} -> {precision.get('series_verdict') or 'n/a'}",
+        "",
+        "series precision: each column's radial RMS",
+        "  scatter about its own mean over the frames,",
+        "  after removing each frame's drift.",
+        "Sees: shot noise, fit error, scan jitter,",
+        "  drift that differs between frames.",
+        "Cannot see: anything repeated in every frame:",
+        "  static fit bias, a network prior that is the",
+        "  same each frame, scan distortion identical in",
+        "  all frames, real static displacements.",
+        "Images above: registered mean of the frames."]),
+        va="top", ha="left", family="DejaVu Sans Mono", fontsize=8.5, transform=text_axis.transAxes)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -393,7 +459,7 @@ def gain_figure(summary: pd.DataFrame) -> Figure:
             high = _value(row, "precision_gain_ci_high")
             low = gain if low is None else low
             high = gain if high is None else high
-            marker = "D" if row.get("gain_basis") == "truth" else "o"
+            marker = {"truth": "D", "series": "s"}.get(str(row.get("gain_basis")), "o")
             axis.errorbar(index, gain, yerr=[[max(gain - low, 0.0)], [max(high - gain, 0.0)]], fmt=marker, markersize=7,
                           color=VERDICT_COLOURS.get(str(row.get("verdict")), "black"), capsize=5, elinewidth=1.5)
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
@@ -407,6 +473,7 @@ def gain_figure(summary: pd.DataFrame) -> Figure:
             axis.plot([], [], "s", color=colour, label=verdict)
         axis.plot([], [], "o", color="black", fillstyle="none", label="lattice-based")
         axis.plot([], [], "D", color="black", fillstyle="none", label="truth-based")
+        axis.plot([], [], "s", color="black", fillstyle="none", label="frame-series-based")
         axis.legend(title="verdict (95% CI) / basis", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         axis.set_title("Precision gain per sample, with 95% paired-bootstrap intervals")
         if rows.empty:
@@ -484,8 +551,10 @@ _TABLE_LAYOUT = [
     ("pixel size (pm)", "pixel_size_pm", "number"), ("columns fitted", "n_columns", "int"),
     ("columns used", "n_columns_used", "int"),
     *[(f"{name} {kind} ({unit})", f"{prefix}_{kind}_{unit}", "ci")
-      for unit in ("px", "pm") for name, prefix in (("lattice RMS", "lattice_rms"), ("truth RMSE", "truth_rmse"))
+      for unit in ("px", "pm") for name, prefix in (("lattice RMS", "lattice_rms"), ("truth RMSE", "truth_rmse"),
+                                                    ("series precision", "series_precision"))
       for kind in ("raw", "restored")],
+    ("frames", "series_n_frames", "int"), ("series gain", "series_gain", "ci"),
 ]
 
 _TABLE_CSS = """

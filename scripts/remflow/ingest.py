@@ -42,6 +42,8 @@ LENGTH_UNITS_PM: dict[str, float] = {
 #: Units that say "no length calibration".
 UNCALIBRATED_UNITS = {"", "px", "pixel", "pixels", "points", "<undefined>", "undefined", "none", "[]"}
 
+#: ``frame`` value of the sample sheet that asks for every frame of a stack (a frame series).
+FRAME_ALL = "all"
 #: Below this size in either direction an image is refused as too small to restore.
 MIN_IMAGE_PX = 16
 
@@ -206,13 +208,15 @@ def _load_tk_r_em_layout(path: Path, dataset: str) -> Any:
     return signal
 
 
-def read_image(path: str | Path, *, dataset: str | None = None, frame: int | None = None,
+def read_image(path: str | Path, *, dataset: str | None = None, frame: int | str | None = None,
                pixel_size_pm: float | None = None, min_size_px: int = MIN_IMAGE_PX) -> RawImage:
     """Read one 2D image from ``path`` or raise RejectedInput with a one-line reason.
 
     Multi-signal files give their largest real-valued 2D image. Stacks need
-    ``frame``. ``pixel_size_pm`` overrides the file's calibration. The returned
-    signal is float32 and keeps the file's axes and metadata.
+    ``frame``: an index, or ``"all"`` for a frame series, which keeps every frame as a
+    (n_frames, rows, cols) stack (see :func:`frame_series`; a single image stays 2D).
+    ``pixel_size_pm`` overrides the file's calibration. The returned signal is float32
+    and keeps the file's axes and metadata.
     """
     path = Path(path)
     if not path.exists():
@@ -239,7 +243,9 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
     notes = [f"picked the largest of {len(candidates)} images in the file"] if len(candidates) > 1 else []
 
     nav_size = int(np.prod(image.axes_manager.navigation_shape)) if image.axes_manager.navigation_dimension else 1
-    if image.axes_manager.navigation_dimension:
+    if frame == FRAME_ALL:
+        image = frame_series(image, notes)
+    elif image.axes_manager.navigation_dimension:
         if frame is None:
             raise RejectedInput(f"is a stack of {nav_size} frames; set the 'frame' column (0..{nav_size - 1})")
         if not 0 <= frame < nav_size:
@@ -256,7 +262,7 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
     y_factor = length_unit_to_pm(y_axis.units)
 
     data = np.asarray(image.data)
-    rows, cols = data.shape
+    rows, cols = data.shape[-2:]  # a frame series is (n_frames, rows, cols)
     if rows < min_size_px or cols < min_size_px:
         raise RejectedInput(f"image of {rows}x{cols} px is too small to restore (need at least {min_size_px}x{min_size_px})")
     data = data.astype(np.float32)
@@ -288,12 +294,39 @@ def read_image(path: str | Path, *, dataset: str | None = None, frame: int | Non
                     calibration_source=source, notes=notes)
 
 
+def frame_series(image: Any, notes: list[str]) -> Any:
+    """Every frame of a stack as one Signal2D of shape (n_frames, rows, cols), for ``frame: all``.
+
+    Several navigation axes are flattened into one (frames in C order; the signal axes'
+    calibration and the metadata are kept). A single image, or a stack of one frame, is
+    returned as a 2D image with a note: it is analysed as one image, with no series figure.
+    """
+    n_frames = int(np.prod(image.axes_manager.navigation_shape)) if image.axes_manager.navigation_dimension else 1
+    if n_frames == 1:
+        notes.append("frame 'all' on a single image: analysed as one image (no frame-series figure)")
+        return image.inav[(0,) * image.axes_manager.navigation_dimension] if image.axes_manager.navigation_dimension \
+            else image
+    if image.axes_manager.navigation_dimension > 1:
+        nav_shape = tuple(image.axes_manager.navigation_shape)
+        flat = image.deepcopy()
+        flat.unfold_navigation_space()  # HyperSpy's own flattening (C order)
+        # The frames are the data from here on: nothing should ever fold them back.
+        flat.metadata.set_item("_HyperSpy.Folding", {"unfolded": False, "original_shape": None,
+                                                     "signal_unfolded": False, "original_axes_manager": None})
+        notes.append(f"navigation axes {nav_shape} flattened into {n_frames} frames")
+        image = flat
+    notes.append(f"all {n_frames} frames (a frame series)")
+    return image
+
+
 def read_sample_image(row: dict[str, Any], *, min_size_px: int = MIN_IMAGE_PX) -> RawImage:
     """Read the image a sample-sheet row points at (its path, dataset, frame and pixel size)."""
     path = resolve_path(row["path"], row.get("base_dir") or ".")
     _, dataset = split_dataset(row["path"])
     frame = row.get("frame")
-    return read_image(path, dataset=dataset, frame=None if frame is None else int(frame),
+    if frame is not None and str(frame).lower() != FRAME_ALL:
+        frame = int(frame)
+    return read_image(path, dataset=dataset, frame=None if frame is None else frame,
                       pixel_size_pm=row.get("pixel_size_pm"), min_size_px=min_size_px)
 
 
@@ -317,7 +350,9 @@ def inspect_sample(row: dict[str, Any], *, min_size_px: int = MIN_IMAGE_PX,
         if path.is_file():
             record["sha256"] = sha256_of(path)
         image = read_sample_image(row, min_size_px=min_size_px)
-        record.update(shape=list(image.shape), pixel_size_pm=image.pixel_size_pm,
+        if image.signal.data.ndim == 3:  # a frame series: shape is that of one frame
+            record["n_frames"] = int(image.signal.data.shape[0])
+        record.update(shape=list(image.shape)[-2:], pixel_size_pm=image.pixel_size_pm,
                       pixel_size_x_pm=image.pixel_size_x_pm, pixel_size_y_pm=image.pixel_size_y_pm,
                       calibration_source=image.calibration_source, notes=image.notes,
                       dtype=str(image.signal.data.dtype))

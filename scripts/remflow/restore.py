@@ -222,8 +222,13 @@ class Restorer:
         return result.numpy()[..., 0]
 
     def restore(self, image: np.ndarray) -> np.ndarray:
-        """Restore a 2D image; whole when small enough, else in blended tiles."""
+        """Restore a 2D image; whole when small enough, else in blended tiles.
+
+        A 3D stack (n_frames, rows, cols), a frame series, is restored frame by frame.
+        """
         image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 3:
+            return self.restore_many([image])[0]
         if image.ndim != 2:
             raise ValueError(f"expected a 2D image, got shape {image.shape}")
         if image.size <= self.max_whole_pixels:
@@ -231,12 +236,36 @@ class Restorer:
         return self.restore_tiled(image)
 
     def restore_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Restore several 2D images; those restored whole share network calls when their shapes match.
+        """Restore several 2D images or 3D stacks (n_frames, rows, cols) with this one network.
 
-        Same results as :meth:`restore` on each image (each keeps its own normalisation).
-        With ``batch_whole_images`` (on a GPU), images of one shape share network calls of
-        at most ``max_whole_pixels``.
+        Each frame of a stack is restored on its own, exactly as a single image would be
+        (its own normalisation: the network never sees the other frames), and the stack
+        comes back with its shape. Images restored whole share network calls when their
+        shapes match: with ``batch_whole_images`` (on a GPU), images of one shape share
+        network calls of at most ``max_whole_pixels``. Same results as :meth:`restore`.
+        Raises ValueError for arrays that are neither 2D nor 3D.
         """
+        frames: list[np.ndarray] = []
+        owners: list[tuple[int, bool]] = []  # (index of the input, is it a stack)
+        for index, image in enumerate(images):
+            array = np.asarray(image, dtype=np.float32)
+            if array.ndim == 3:
+                frames.extend(array)
+                owners.extend([(index, True)] * len(array))
+            elif array.ndim == 2:
+                frames.append(array)
+                owners.append((index, False))
+            else:
+                raise ValueError(f"expected 2D images or 3D stacks, image {index} has shape {array.shape}")
+        restored = self._restore_images(frames)
+        out: list[list[np.ndarray]] = [[] for _ in images]
+        for (index, _), frame in zip(owners, restored):
+            out[index].append(frame)
+        stacks = {index for index, is_stack in owners if is_stack}
+        return [np.stack(parts) if index in stacks else parts[0] for index, parts in enumerate(out)]
+
+    def _restore_images(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Restore 2D images (see :meth:`restore_many`)."""
         arrays = [np.asarray(image, dtype=np.float32) for image in images]
         results: list[np.ndarray | None] = [None] * len(arrays)
         by_shape: dict[tuple[int, int], list[int]] = {}

@@ -12,6 +12,8 @@ import yaml
 OPTIONAL_COLUMNS = ("frame", "pixel_size_pm", "truth", "reference", "separation_px", "second_sublattice")
 _INTEGER_COLUMNS = ("frame",)
 _FLOAT_COLUMNS = ("pixel_size_pm", "separation_px")
+#: ``frame`` value that asks for every frame of a stack (a frame series).
+FRAME_ALL = "all"
 
 
 class SampleSheetError(ValueError):
@@ -30,6 +32,9 @@ def _coerce(row: dict[str, Any], problems: list[str], where: str) -> dict[str, A
     """Convert numeric and boolean columns, noting values that do not convert."""
     out = dict(row)
     for column in _INTEGER_COLUMNS:
+        if column == "frame" and str(out.get(column) or "").lower() == FRAME_ALL:
+            out[column] = FRAME_ALL  # every frame of a stack: a frame series
+            continue
         if out.get(column) is not None:
             try:
                 number = float(out[column])
@@ -37,7 +42,7 @@ def _coerce(row: dict[str, Any], problems: list[str], where: str) -> dict[str, A
                     raise ValueError
                 out[column] = int(number)
             except ValueError:
-                problems.append(f"{where}: '{column}' must be a whole number, got '{row[column]}'")
+                problems.append(f"{where}: '{column}' must be a whole number or 'all', got '{row[column]}'")
     for column in _FLOAT_COLUMNS:
         if out.get(column) is not None:
             try:

@@ -14,8 +14,9 @@ _TRAILING = ["mse_raw_vs_reference", "mse_restored_vs_reference", "mse_reduction
 def summary_fields() -> list[str]:
     """Column order of results/summary.csv."""
     from remflow.precision import SUMMARY_FIELDS
+    from remflow.precision.series import SERIES_FIELDS
 
-    middle = [f for f in SUMMARY_FIELDS if f not in _LEADING and f not in _TRAILING]
+    middle = [f for f in SUMMARY_FIELDS + SERIES_FIELDS if f not in _LEADING and f not in _TRAILING]
     return _LEADING + middle + _TRAILING
 
 

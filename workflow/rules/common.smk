@@ -211,12 +211,27 @@ def figure_folders(wildcards):
     return [batch_folder("figure", b) for b in analysis_batches()]
 
 
+def methods_benchmark_outputs():
+    """The restoration-methods benchmark's tables and figures, when it is switched on."""
+    settings = config["benchmark"]
+    if not (settings["enabled"] and settings["methods"]):
+        return []
+    return [
+        "results/benchmark/methods.csv",
+        "results/benchmark/methods_summary.csv",
+        "results/figures/methods_error_vs_dose.png",
+        "results/figures/methods_fidelity_vs_dose.png",
+        "results/figures/methods_panel.png",
+    ]
+
+
 def all_outputs(wildcards):
     outputs = ["results/summary.csv", "results/summary.html", "results/figures/precision_gain.png",
                "results/index.html"]
     outputs += figure_folders(wildcards)
     if BENCHMARK_SAMPLES:
         outputs += ["results/benchmark/precision_vs_dose.csv", "results/figures/precision_vs_dose.png"]
+    outputs += methods_benchmark_outputs()
     return outputs
 
 
@@ -226,9 +241,15 @@ def restore_mem_mb(wildcards, input):
     pixel; 2 kB allowed), from the float32 images' file sizes, plus the batch's raw and
     restored images, which the job holds together."""
     settings = config["restore"]
-    images = [Path(f"results/ingest/{s}.hspy") for s in batch_members(wildcards.batch)]
-    sizes = [image.stat().st_size for image in images if image.exists()]
-    largest_px = max(sizes, default=0) / 4
+    sizes, largest_px = [], 0.0
+    for sample in batch_members(wildcards.batch):
+        image, info = Path(f"results/ingest/{sample}.hspy"), Path(f"results/ingest/{sample}.json")
+        if not image.exists():  # a dry run before ingest
+            continue
+        sizes.append(image.stat().st_size)
+        # A frame series goes through the network frame by frame: its largest call is one frame.
+        frames = json.loads(info.read_text()).get("n_frames") or 1 if info.exists() else 1
+        largest_px = max(largest_px, sizes[-1] / frames / 4)
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2
     return int(2000 + 0.002 * largest_px + 2 * sum(sizes) / 1e6)

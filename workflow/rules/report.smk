@@ -1,5 +1,6 @@
-# results/figures/{sample}.png would also match the dataset figures.
-ruleorder: plot_gain > plot_precision_vs_dose > figure
+# results/figures/{sample}.png would also match the dataset figures: every rule that
+# writes a figure into results/figures/ must be listed before `figure`.
+ruleorder: plot_gain > plot_precision_vs_dose > plot_benchmark_methods > figure
 
 
 rule figure:

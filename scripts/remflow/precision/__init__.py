@@ -500,3 +500,6 @@ def precision_summary(table: pd.DataFrame, *, image_shape: tuple[int, int], sepa
         result["precision_gain_ci_low"], result["precision_gain_ci_high"] = gains[basis]["ci"]
         result["verdict"] = verdict(result["precision_gain_ci_low"], result["precision_gain_ci_high"])
     return {key: _json_number(value) for key, value in result.items()}
+
+# The frame-series estimator lives in its own module (formula, assumptions, validation there).
+from remflow.precision.series import SERIES_FIELDS, series_precision, series_summary  # noqa: E402,F401
