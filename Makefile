@@ -27,7 +27,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'tf_keras>=2.21'
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/benchmarks/run.py
 
+# Catalog conventions: snakefmt style (settings in pyproject.toml) and Snakemake's own lints.
 lint: $(STAMP)
+	$(BIN)/snakefmt --check workflow/Snakefile workflow/rules/
 	$(BIN)/snakemake --lint
 
 clean:

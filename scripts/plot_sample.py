@@ -5,7 +5,7 @@ import json
 import hyperspy.api as hs
 import pandas as pd
 
-from remflow.figures import plot_sample, sample_residuals
+from remflow.figures import plot_no_columns, plot_sample, sample_residuals
 from remflow.frames import mean_frame_view
 from remflow.runlog import setup_logging
 
@@ -19,7 +19,7 @@ with open(snakemake.input.fit) as handle:
 raw = hs.load(snakemake.input.raw, lazy=False).data
 restored = hs.load(snakemake.input.restored, lazy=False).data
 columns = pd.read_csv(snakemake.input.columns)
-series = raw.ndim == 3
+series = raw.ndim == 3 and not columns.empty
 residuals = None
 if series:  # a frame series: the registered mean frames and each column's mean position
     if precision.get("status") == "ok":  # the residual panel shows frame 0's, as the precision figures do
@@ -29,6 +29,11 @@ if series:  # a frame series: the registered mean frames and each column's mean 
                                              coarse_shifts_px=fit.get("frame_shifts_px"))
 # The scale bar is horizontal: use the x pixel size when the axes differ.
 pixel_size_pm = info.get("pixel_size_x_pm") or info.get("pixel_size_pm")
-plot_sample(raw, restored, columns, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm,
-            separation_px=fit.get("separation_px"), residuals=residuals, series=series)
+if columns.empty:  # SEM, LR or no lattice: images and their noise, no empty precision panels
+    if raw.ndim == 3:  # a frame series without columns: its mean frames
+        raw, restored = raw.mean(axis=0), restored.mean(axis=0)
+    plot_no_columns(raw, restored, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm)
+else:
+    plot_sample(raw, restored, columns, precision, snakemake.output[0], pixel_size_pm=pixel_size_pm,
+                separation_px=fit.get("separation_px"), residuals=residuals, series=series)
 log.info("wrote %s", snakemake.output[0])

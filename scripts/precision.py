@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from remflow.atomic import write_json
+from remflow.cleaning import noise_sigma
 from remflow.ingest import read_sample_image
 from remflow.precision import precision_summary
 from remflow.precision.series import series_summary
@@ -23,6 +24,9 @@ table = pd.read_csv(snakemake.input.columns)
 truth = pd.read_csv(snakemake.input.truth) if snakemake.input.truth else None
 record = {"sample": info["sample"], "network": info["network"], "pixel_size_pm": info["pixel_size_pm"],
           "n_columns": fit["n_columns"], "status": fit["status"]}
+# What ingest changed in the image travels to the summary.
+record.update({key: info.get(key) for key in ("modality", "n_outlier_pixels", "data_bar_rows", "intensity_offset")})
+record["signal"] = (info.get("signal") or {}).get("title")
 if fit.get("n_frames"):
     record["series_n_frames"] = fit["n_frames"]
 if fit["status"] == "ok":
@@ -37,6 +41,19 @@ if fit["status"] == "ok":
     record.update(figures)
     if status != "ok":
         record["status"] = status
+    if truth is not None and figures.get("gain_basis") != "truth":
+        # A truth file that matches no fitted column means the columns are not the true ones
+        # (e.g. the wrong detector's image): a lattice-based verdict would hide that.
+        record["status"] = "no verdict: the truth file matches none of the fitted columns"
+        record["verdict"] = None
+        for key in ("precision_gain", "precision_gain_ci_low", "precision_gain_ci_high", "gain_basis"):
+            record[key] = None
+if not fit["n_columns"]:
+    # No columns (SEM, LR, or none found): what restoration did is told by the pixel noise.
+    raw_image = hs.load(snakemake.input.raw, lazy=False).data
+    restored_image = hs.load(snakemake.input.restored, lazy=False).data
+    record["noise_sigma_raw"] = noise_sigma(raw_image)
+    record["noise_sigma_restored"] = noise_sigma(restored_image)
 if snakemake.input.reference:
     # Simulated samples carry their noise-free image: how close does each get to it?
     reference = read_sample_image({**row, "path": row["reference"]}, min_size_px=1).signal.data

@@ -25,8 +25,8 @@ ACCEPTED = [
     ("test_STEM_image.dm3", (68, 68), 248.538, "stem", "sfr_lrstem"),
     ("multi_signal.dm3", (512, 512), 17.7516, "stem", "sfr_hrstem"),
     ("128x128-TEM_search.emi", (128, 128), 5261.21, "tem", "sfr_lrtem"),
-    ("FEI-Helios-Ebeam-16bits.tif", (471, 512), 3372400.0, "sem", "sfr_lrsem"),
-    ("test_tiff_Zeiss_SEM_512pix.tif", (384, 512), 11649.976, "sem", "sfr_lrsem"),
+    ("FEI-Helios-Ebeam-16bits.tif", (442, 512), 3372400.0, "sem", "sfr_lrsem"),
+    ("test_tiff_Zeiss_SEM_512pix.tif", (350, 512), 11649.976, "sem", "sfr_lrsem"),
     ("JEOL-SightX-TEM-mag-dummy.tif", (556, 556), 1820.79, "tem", "sfr_lrtem"),
     ("Elid2Version2.elid", (35, 40), 812042.2, "sem", "sfr_lrsem"),
 ]

@@ -21,7 +21,8 @@ SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 DEFAULT_PROFILE = REPO / "workflow" / "profiles" / "default" / "config.yaml"
 
 # Toy rules named like the real ones, so the profiles' per-rule settings apply to them.
-# restore_batch gets its GPU from the profile only; precision hangs on its first
+# restore_batch asks for its GPU as the real rule does (config gpu_request: gpus), runtime
+# and the rest come from the profile; precision hangs on its first
 # attempt (the test cancels it) and is quick on a retry.
 TOY_SNAKEFILE = textwrap.dedent("""\
     rule all:
@@ -29,6 +30,7 @@ TOY_SNAKEFILE = textwrap.dedent("""\
 
     rule restore_batch:
         output: "restored.txt"
+        resources: gpu=1
         shell: "echo job=$SLURM_JOB_ID gpus=${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
 
     rule fit_columns:
@@ -124,7 +126,7 @@ def test_slurm_profile_requests_the_gpu_for_restoration_and_retries_a_cancelled_
     restore_job = by_rule["restore_batch"][0]["id"]
     fit_job = by_rule["fit_columns"][0]["id"]
     restore_fields, fit_fields = job_fields(cluster, restore_job), job_fields(cluster, fit_job)
-    assert gpus_requested(restore_fields) == profile["set-resources"]["restore_batch"]["gpu"] == 1
+    assert gpus_requested(restore_fields) == 1
     assert gpus_requested(fit_fields) == 0
     assert time_limit_minutes(restore_fields) == profile["set-resources"]["restore_batch"]["runtime"]
     assert time_limit_minutes(fit_fields) == profile["set-resources"]["fit_columns"]["runtime"]
@@ -134,11 +136,12 @@ def test_slurm_profile_requests_the_gpu_for_restoration_and_retries_a_cancelled_
 
 @pytest.mark.workflow
 def test_default_profile_gpu_request_does_not_stop_a_local_run_without_gpu(tmp_path):
-    """The default profile asks for a GPU for restore_batch; a local run (no --resources
+    """restore_batch asks for a GPU (as the real rule does); a local run (no --resources
     gpu=...) must still run it, with the profile's resources attached."""
     (tmp_path / "Snakefile").write_text(textwrap.dedent("""\
         rule restore_batch:
             output: "resources.yaml"
+            resources: gpu=1
             run:
                 import yaml
                 with open(output[0], "w") as handle:
@@ -152,7 +155,8 @@ def test_default_profile_gpu_request_does_not_stop_a_local_run_without_gpu(tmp_p
     assert result.returncode == 0, result.stderr[-4000:]
     resources = yaml.safe_load((tmp_path / "resources.yaml").read_text())
     profile = yaml.safe_load(DEFAULT_PROFILE.read_text())
-    assert resources["gpu"] == profile["set-resources"]["restore_batch"]["gpu"] == 1
+    assert resources["gpu"] == 1
+    assert "gpu" not in profile["set-resources"]["restore_batch"]  # the rule's, see restore.smk
     assert resources["runtime"] == profile["set-resources"]["restore_batch"]["runtime"]
     # Threads are capped by --cores 1 locally.
     assert resources["threads"] == 1

@@ -369,6 +369,51 @@ def sample_figure(raw: np.ndarray, restored: np.ndarray, columns: pd.DataFrame, 
     return figure
 
 
+def no_columns_figure(raw: np.ndarray, restored: np.ndarray, precision: dict[str, Any], *,
+                      pixel_size_pm: float | None) -> Figure:
+    """The figure of an image without atom columns (SEM, LR, or none found): raw | restored |
+    raw − restored, each titled with its pixel noise (:func:`remflow.cleaning.noise_sigma`,
+    file units), so that what restoration removed is visible without any empty panel."""
+    from remflow.cleaning import noise_sigma
+
+    raw = np.asarray(raw, dtype=np.float64)
+    restored = np.asarray(restored, dtype=np.float64)
+    if raw.shape != restored.shape:
+        raise ValueError(f"raw {raw.shape} and restored {restored.shape} images differ in shape")
+    difference = raw - restored
+    sigma = {"raw": precision.get("noise_sigma_raw"), "restored": precision.get("noise_sigma_restored")}
+    sigma = {k: (v if v is not None else noise_sigma(image)) for (k, v), image in zip(sigma.items(), (raw, restored))}
+    ratio = sigma["raw"] / sigma["restored"] if sigma["restored"] else float("inf")
+    rows, cols = raw.shape
+    width = 15.0
+    height = min(9.0, max(3.8, width / 3 * rows / max(cols, 1) + 1.8))
+    with plt.rc_context(STYLE):
+        figure, axes = plt.subplots(1, 3, figsize=(width, height), layout="constrained")
+        limits = robust_limits(raw, restored)
+        for axis, image, kind in ((axes[0], raw, "raw"), (axes[1], restored, "restored")):
+            shown = axis.imshow(image, cmap="gray", vmin=limits[0], vmax=limits[1])
+            add_scale_bar(axis, image.shape, pixel_size_pm)
+            axis.set_title(f"{kind}: pixel noise σ ≈ {sigma[kind]:.4g} (file units)")
+            axis.set_axis_off()
+        figure.colorbar(shown, ax=axes[:2], location="bottom", shrink=0.6, aspect=40,
+                        label="intensity (file units), one scale for raw and restored")
+        bound = max(abs(v) for v in robust_limits(difference, low=1, high=99)) or 1.0
+        shown = axes[2].imshow(difference, cmap="RdBu_r", vmin=-bound, vmax=bound)
+        add_scale_bar(axes[2], difference.shape, pixel_size_pm)
+        axes[2].set_title(f"raw − restored: std {float(difference.std()):.4g}; noise reduced {ratio:.3g}x")
+        axes[2].set_axis_off()
+        figure.colorbar(shown, ax=axes[2], location="bottom", shrink=0.8, aspect=30,
+                        label="intensity difference (file units; 1–99 percentile range)", extend="both")
+        figure.suptitle(f"{precision.get('sample')}   |   network {precision.get('network')}   |   "
+                        f"status: {precision.get('status')}\nno atom columns: no precision figures; noise σ is "
+                        "the wavelet estimate of the pixel noise (Donoho), smooth structure excluded", fontsize=10)
+    return figure
+
+
+def plot_no_columns(raw: np.ndarray, restored: np.ndarray, precision: dict[str, Any], path: str | Path, *,
+                    pixel_size_pm: float | None) -> None:
+    """Write :func:`no_columns_figure` as a PNG to ``path``."""
+    _save(no_columns_figure(raw, restored, precision, pixel_size_pm=pixel_size_pm), path)
 def plot_series_panels(drift_axis: Any, scatter_axis: Any, text_axis: Any, precision: dict[str, Any]) -> None:
     """A frame series' per-frame panels: drift (mean column shift from frame 0, x and y, raw and
     restored) and the per-frame scatter from each column's mean (``series_frame_rms_*``, scaled

@@ -39,11 +39,12 @@ class NetworkChoice:
         return f"sfr_{self.resolution}{self.modality}"
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys."""
     out: dict[str, Any] = {}
     if isinstance(tree, dict):
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten_tree(value, f"{prefix}.{key}" if prefix else str(key)))
     else:
         out[prefix] = tree
     return out
@@ -65,7 +66,7 @@ def modality_from_metadata(metadata: dict[str, Any]) -> tuple[str, str] | None:
     mode = str(tem.get("acquisition_mode", "")).strip().upper()
     if mode == "STEM":
         return "stem", "metadata Acquisition_instrument.TEM.acquisition_mode = STEM"
-    detector_words = _words(" ".join(f"{k} {v}" for k, v in _flatten(tem.get("Detector", {})).items()))
+    detector_words = _words(" ".join(f"{k} {v}" for k, v in flatten_tree(tem.get("Detector", {})).items()))
     title_words = _words(str(metadata.get("General", {}).get("title", "")))
     for source, words in (("detector tags", detector_words), ("title", title_words)):
         if words & _STEM_DETECTOR_WORDS:
@@ -112,3 +113,17 @@ def choose_network(*, sample: str, modality: str, resolution: str, metadata: dic
         resolution_reason = f"pixel size {pixel_size_pm:.4g} pm {relation} {hr_max_pixel_pm:g} pm"
     return NetworkChoice(modality=modality, resolution=resolution,
                          modality_reason=modality_reason, resolution_reason=resolution_reason)
+
+
+#: Status of an image that is restored but, by its kind, has no atom columns to fit.
+NO_COLUMNS_STATUS = "restored (no atom columns)"
+
+
+def expects_columns(modality: str | None, resolution: str | None) -> bool:
+    """Whether atom columns can be in an image of this kind: HR STEM or TEM only.
+
+    SEM images (surfaces, secondary electrons) and low-resolution images of any kind
+    are restored but never fitted; an HR image where no lattice is found is different:
+    it says "no lattice found".
+    """
+    return modality in ("stem", "tem") and resolution == "hr"

@@ -5,8 +5,10 @@ own loader needs Keras 2, so they are loaded with ``tf.saved_model.load`` and
 called through their ``serving_default`` signature (float32 NHWC, 1 channel,
 even sizes), which gives the same output without Keras.
 
-The networks normalise their input themselves: output is in the input's
-intensity units, and no scaling is applied here.
+The networks standardise their input by its mean and standard deviation and undo that
+on the output, so the output is in the input's intensity units. remflow supplies that
+mean and standard deviation itself (see :func:`normalisation`): without the networks'
+floor of 0.1 on the standard deviation, the result does not depend on the intensity unit.
 """
 
 from __future__ import annotations
@@ -320,9 +322,19 @@ class Restorer:
 
 
 def normalisation(image: np.ndarray) -> tuple[float, float]:
-    """The networks' own input normalisation: mean and max(std, 0.1) over the image."""
+    """Mean and standard deviation that standardise the network's input: scale-free restoration.
+
+    The networks standardise their input themselves by its mean and max(std, 0.1), and
+    undo that on the output. The floor makes them unit-dependent: an image in beam
+    fractions (std ~1e-4) is not standardised and is restored differently from the same
+    image in counts (by 39% of the range on a 256x256 HAADF lattice). remflow feeds the
+    true mean and std instead (a constant image: std 1), so restoring ``k * image + c`` gives
+    ``k * restored + c`` for any k > 0 (tested from 1e-6 to 1e6 within 1e-4 of the range).
+    For images with std >= 0.1, as in the networks' training, nothing changes.
+    """
     values = np.asarray(image, dtype=np.float64)
-    return float(values.mean()), max(float(values.std()), _STD_FLOOR)
+    std = float(values.std())
+    return float(values.mean()), std if std > 0 and math.isfinite(std) else 1.0
 
 
 def _normalised_core(signature: Any) -> Any:
@@ -330,8 +342,9 @@ def _normalised_core(signature: Any) -> Any:
 
     Each network standardises its input by the input's own mean and standard
     deviation (floored at 0.1) and undoes that on the output. Tiles must share the
-    whole image's statistics to match whole-image inference, so the SavedModel's
-    graph is re-imported with those two tensors fed from outside.
+    whole image's statistics to match whole-image inference, and the floor must go for
+    the result not to depend on the intensity unit, so the SavedModel's graph is
+    re-imported with those two tensors fed from outside (:func:`normalisation`).
     """
     import tensorflow as tf
     from tensorflow.python.framework.function_def_to_graph import function_def_to_graph
@@ -364,8 +377,7 @@ def _normalised_core(signature: Any) -> Any:
 
 
 _MEAN_NODE = "gen_/gen_r_em_pp/moments/mean"
-_STD_NODE = "gen_/gen_r_em_pp/Maximum"
-_STD_FLOOR = 0.1
+_STD_NODE = "gen_/gen_r_em_pp/Maximum"  # max(std, 0.1) inside the network; replaced by normalisation()
 
 
 def _batches_of_equal_shape(tiles: list[tuple[int, int, int, int]], size: int) -> Iterator[list[tuple[int, int, int, int]]]:

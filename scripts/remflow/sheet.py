@@ -9,7 +9,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-OPTIONAL_COLUMNS = ("frame", "pixel_size_pm", "truth", "reference", "separation_px", "second_sublattice")
+OPTIONAL_COLUMNS = ("frame", "pixel_size_pm", "truth", "reference", "separation_px", "second_sublattice", "signal")
 _INTEGER_COLUMNS = ("frame",)
 _FLOAT_COLUMNS = ("pixel_size_pm", "separation_px")
 #: ``frame`` value that asks for every frame of a stack (a frame series).

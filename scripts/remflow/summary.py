@@ -8,7 +8,11 @@ import pandas as pd
 
 #: Leading columns, in order; every other figure follows in the order precision.py defines.
 _LEADING = ["sample", "status", "network", "pixel_size_pm", "n_columns"]
-_TRAILING = ["mse_raw_vs_reference", "mse_restored_vs_reference", "mse_reduction"]
+_TRAILING = ["mse_raw_vs_reference", "mse_restored_vs_reference", "mse_reduction",
+             # images without columns: pixel noise before and after (remflow.cleaning.noise_sigma)
+             "noise_sigma_raw", "noise_sigma_restored",
+             # what ingest chose and changed (see the ingest JSON for the details)
+             "modality", "signal", "n_outlier_pixels", "data_bar_rows", "intensity_offset"]
 
 
 def summary_fields() -> list[str]:
@@ -23,5 +27,12 @@ def summary_fields() -> list[str]:
 def summary_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows in the order given (the sample sheet's); missing figures stay empty."""
     fields = summary_fields()
-    rows = [{field: record.get(field) for field in fields} for record in records]
+    rows = [{field: _flat(record.get(field)) for field in fields} for record in records]
     return pd.DataFrame(rows, columns=fields)
+
+
+def _flat(value: Any) -> Any:
+    """A table cell: the ingest JSON's signal record gives its title."""
+    if isinstance(value, dict):
+        return value.get("title")
+    return value

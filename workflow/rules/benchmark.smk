@@ -3,13 +3,13 @@ rule synthesise:
     output:
         image="results/synthetic/{sample}.hspy",
         truth="results/synthetic/{sample}_truth.csv",
-    params:
-        dose=lambda wc: sample_row(wc.sample)["benchmark_dose"],
-        settings=config["benchmark"],
     log:
         "logs/synthesise/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        dose=lambda wc: sample_row(wc.sample)["benchmark_dose"],
+        settings=config["benchmark"],
     script:
         "../../scripts/synthesise.py"
 
@@ -25,14 +25,14 @@ rule precision_vs_dose:
             category="Synthetic benchmark",
             labels={"result": "precision_vs_dose.csv (download)"},
         ),
-    params:
-        samples=BENCHMARK_SAMPLES,
-        settings=config["benchmark"],
     log:
         "logs/precision_vs_dose.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        samples=BENCHMARK_SAMPLES,
+        settings=config["benchmark"],
     script:
         "../../scripts/precision_vs_dose.py"
 
@@ -54,6 +54,10 @@ rule benchmark_methods:
         ),
         panel="results/benchmark/methods_panel.npz",
         info="results/benchmark/methods_panel.json",
+    log:
+        "logs/benchmark_methods.log",
+    conda:
+        "../../envs/benchmark.yaml"
     params:
         # Only what the methods benchmark uses: a change to the dose sweep does not rerun it.
         settings={
@@ -61,10 +65,6 @@ rule benchmark_methods:
             for key in ("shape", "spacing_px", "sigma_px", "b_ratio", "pixel_size_pm", "seed")
         },
         size=config["benchmark"]["size"],
-    log:
-        "logs/benchmark_methods.log",
-    conda:
-        "../../envs/benchmark.yaml"
     script:
         "../../scripts/benchmark_methods.py"
 

@@ -1,5 +1,7 @@
 import functools
 import json
+import mimetypes
+import os
 import re
 import sys
 from pathlib import Path
@@ -9,8 +11,15 @@ from snakemake.io import checkpoint_target
 from snakemake.iocontainers import Wildcards
 from snakemake.utils import validate
 
-# The remflow package lives in scripts/; make it importable without installing it.
-sys.path.insert(0, str(Path(workflow.basedir).parent / "scripts"))
+# remflow's own folder, from this file: workflow.basedir is the *main* Snakefile's folder,
+# which differs when remflow is used as a module of another workflow.
+REMFLOW_ROOT = Path(workflow.current_basedir).parents[1]
+# The remflow package lives in scripts/; make it importable without installing it, here
+# and in the rule scripts (Snakemake appends its own search paths after site-packages, so
+# an installed remflow of another checkout would win there).
+sys.path.insert(0, str(REMFLOW_ROOT / "scripts"))
+_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(PYTHONPATH=os.pathsep.join([str(REMFLOW_ROOT / "scripts")] + _PYTHONPATH))
 
 from remflow.batch import MANIFEST, chunks, plain_namedlist, read_manifest  # noqa: E402
 from remflow.ingest import resolve_path, split_dataset  # noqa: E402
@@ -19,10 +28,8 @@ from remflow.synthetic_samples import benchmark_samples  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-SAMPLE_SHEET = load_sample_sheet(config["samples"], Path(workflow.basedir) / "schemas" / "samples.schema.yaml")
-SAMPLE_SHEET = benchmark_samples(
-    SAMPLE_SHEET, config["benchmark"]["doses"] if config["benchmark"]["enabled"] else []
-)
+SAMPLE_SHEET = load_sample_sheet(config["samples"], REMFLOW_ROOT / "workflow" / "schemas" / "samples.schema.yaml")
+SAMPLE_SHEET = benchmark_samples(SAMPLE_SHEET, config["benchmark"]["doses"] if config["benchmark"]["enabled"] else [])
 SAMPLES = list(SAMPLE_SHEET.index)
 BENCHMARK_SAMPLES = [s for s in SAMPLES if SAMPLE_SHEET.loc[s, "benchmark_dose"] is not None]
 
@@ -137,16 +144,29 @@ def analysis_batches(ingest_batches=None):
     return [f"{b}-{network}" for b in ingest_batches for network in sorted(accepted_by_network(b))]
 
 
+# Rule names as registered: with `use rule * from remflow as remflow_*` they carry the
+# prefix. The modifier in force now (while this file is parsed) knows it; later it is gone.
+_RULE_NAME = workflow.modifier.modify_rulename
+
+
+def step_rule_of(rule_name):
+    """A per-sample rule, by its name in remflow's own files."""
+    try:
+        return workflow.get_rule(_RULE_NAME(rule_name))
+    except Exception:  # the rename did not apply (remflow is the main workflow)
+        return workflow.get_rule(rule_name)
+
+
 def step_script(rule_name):
     """Absolute path of a per-sample rule's script."""
-    step_rule = workflow.get_rule(rule_name)
+    step_rule = step_rule_of(rule_name)
     return str(Path(step_rule.basedir.get_path_or_uri(secret_free=True)) / step_rule.script)
 
 
 def step_spec(rule_name, sample, gate=None):
     """A per-sample rule's input, output, params and log for one sample, ready for
     remflow.batch.run_step: the batch job runs that rule's script with them."""
-    step_rule = workflow.get_rule(rule_name)
+    step_rule = step_rule_of(rule_name)
     wildcards = Wildcards(fromdict={"sample": sample})
     input_files = step_rule.expand_input(wildcards)[0]
     output_files = step_rule.expand_output(wildcards)[0]
@@ -253,3 +273,15 @@ def restore_mem_mb(wildcards, input):
     if largest_px > settings["max_whole_pixels"]:
         largest_px = settings["tile_batch"] * (settings["tile_px"] + 32) ** 2
     return int(2000 + 0.002 * largest_px + 2 * sum(sizes) / 1e6)
+
+
+# --- export (rules/export.smk): files for Fiji/ImageJ and atomap --------------------------
+
+# So that the report offers the atomap files as HDF5 downloads, not as text.
+mimetypes.add_type("application/x-hdf5", ".hdf5")
+
+
+def export_outputs(wildcards):
+    """The ImageJ TIFF and the two atomap files of every accepted sample (rule export, run
+    by export_batch): the batch folders, whose manifests say which samples have them."""
+    return [batch_folder("export", b) for b in analysis_batches()]

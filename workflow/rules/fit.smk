@@ -14,14 +14,14 @@ rule fit_columns:
             labels={"sample": "{sample}"},
         ),
         info="results/columns/{sample}.json",
-    params:
-        row=lambda wc: sample_row(wc.sample).to_dict(),
-        settings=config["fit"],
-    threads: 2
     log:
         "logs/fit_columns/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    threads: 2
+    params:
+        row=lambda wc: sample_row(wc.sample).to_dict(),
+        settings=config["fit"],
     script:
         "../../scripts/fit_columns.py"
 
@@ -44,13 +44,13 @@ rule precision:
             subcategory="precision figures (JSON)",
             labels={"sample": "{sample}"},
         ),
-    params:
-        row=lambda wc: sample_row(wc.sample).to_dict(),
-        settings=config["precision"],
     log:
         "logs/precision/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        row=lambda wc: sample_row(wc.sample).to_dict(),
+        settings=config["precision"],
     script:
         "../../scripts/precision.py"
 

@@ -12,14 +12,15 @@ rule inspect_raw:
         unpack(lambda wc: existing_inputs(wc.sample)),
     output:
         info="results/ingest/{sample}.json",
-    params:
-        row=lambda wc: sample_row(wc.sample).to_dict(),
-        settings=config["ingest"],
-        config=config,
     log:
         "logs/inspect_raw/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        row=lambda wc: sample_row(wc.sample).to_dict(),
+        settings=config["ingest"],
+        # Recorded as provenance; how GPUs are requested changes no result.
+        config={key: value for key, value in config.items() if key != "gpu_request"},
     script:
         "../../scripts/inspect_raw.py"
 
@@ -31,12 +32,12 @@ rule ingest:
         info="results/ingest/{sample}.json",
     output:
         image="results/ingest/{sample}.hspy",
-    params:
-        row=lambda wc: sample_row(wc.sample).to_dict(),
     log:
         "logs/ingest/{sample}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        row=lambda wc: sample_row(wc.sample).to_dict(),
     script:
         "../../scripts/ingest.py"
 

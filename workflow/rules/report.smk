@@ -115,13 +115,13 @@ rule plot_gain:
             category="Dataset summary",
             labels={"result": "precision gain per sample"},
         ),
-    params:
-        kind="gain",
     log:
         "logs/plot_gain.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        kind="gain",
     script:
         "../../scripts/plot_dataset.py"
 
@@ -137,13 +137,13 @@ rule plot_precision_vs_dose:
             category="Synthetic benchmark",
             labels={"result": "precision vs dose"},
         ),
-    params:
-        kind="dose",
     log:
         "logs/plot_precision_vs_dose.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        kind="dose",
     script:
         "../../scripts/plot_dataset.py"
 
@@ -159,12 +159,12 @@ rule summary_table:
             category="Dataset summary",
             labels={"result": "summary table"},
         ),
-    params:
-        kind="table",
     log:
         "logs/summary_table.log",
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        kind="table",
     script:
         "../../scripts/plot_dataset.py"
