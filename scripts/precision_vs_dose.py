@@ -1,11 +1,11 @@
 """Rule precision_vs_dose: truth RMSE of raw and restored fits per dose, next to the Cramér-Rao bound."""
 
-import json
 import math
 
 import pandas as pd
 
 from remflow.atomic import atomic_path
+from remflow.batch import sample_records, statuses
 from remflow.crlb import lattice_position_crlb
 from remflow.runlog import setup_logging
 from remflow.synthetic_samples import benchmark_models
@@ -13,9 +13,9 @@ from remflow.synthetic_samples import benchmark_models
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
 rows = []
-for path, dose in zip(snakemake.input.precision, settings["doses"]):
-    with open(path) as handle:
-        record = json.load(handle)
+records = sample_records(snakemake.params.samples, statuses(snakemake.input.ingest),
+                         statuses(snakemake.input.precision))
+for record, dose in zip(records, settings["doses"]):
     spec, degradation = benchmark_models(settings, dose)
     crlb_per_axis = lattice_position_crlb(spec, degradation)
     rows.append({

@@ -1,39 +1,78 @@
-"""Rule restore_twin_batch: restore the twin replicas of a batch of samples with one loaded network."""
+"""Rule restore_twin_batch: restore the noise twin's replicas of a batch with one loaded network.
 
-import os
-import shutil
+Each member whose twin model went through gets results/twin/{sample}.restored.npy (an empty
+stack when its image has no twin); members whose inputs did not change keep theirs (stamps of
+remflow.batch); members that failed upstream keep their status; a member whose restoration
+fails is recorded as failed, the others go on.
+"""
+
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
-from remflow.atomic import write_json
-from remflow.restore import batch_restorer, restorer_from_settings
+from remflow.atomic import atomic_path
+from remflow.batch import remove_outputs, statuses, up_to_date, write_batch_folder, write_stamp
+from remflow.restore import restorer_from_settings
 from remflow.runlog import setup_logging
 
 log = setup_logging(snakemake.log[0])
 settings = snakemake.params.settings
-network, infos = batch_restorer(snakemake.input.infos)
-stacks = [np.load(path) for path in snakemake.input.images]
-final = Path(snakemake.output[0])
-scratch = final.with_name(final.name + ".partial")
-shutil.rmtree(scratch, ignore_errors=True)
-scratch.mkdir(parents=True)
-images = [image for stack in stacks for image in stack]
-restored = []
-device = "none"
+network = snakemake.params.network
+script = str(Path(snakemake.scriptdir) / "restore_twin_batch.py")
+upstream = statuses(snakemake.input.upstream)
+
+
+def spec_of(sample):
+    """What a member's restored replicas depend on and are (for its stamp)."""
+    return {"rule": "restore_twin", "sample": sample, "script": script,
+            "params": {"network": network, "settings": settings},
+            "input": {"items": [f"results/twin/{sample}.replicas.npy"], "names": []},
+            "output": {"items": [f"results/twin/{sample}.restored.npy"], "names": []}}
+
+
+specs = {sample: spec_of(sample) for sample in snakemake.params.members}
+status = {sample: upstream.get(sample, {}).get("status", "failed: no twin model") for sample in specs}
+todo = [s for s in specs if status[s] == "ok" and not up_to_date(specs[s])]
+stacks = {}
+for sample in todo:
+    try:
+        stacks[sample] = np.load(f"results/twin/{sample}.replicas.npy")
+    except Exception as err:  # noqa: BLE001 - one unreadable member fails alone
+        log.error("%s", traceback.format_exc())
+        status[sample] = f"failed in restore_twin: sample '{sample}': {type(err).__name__}: {err}"
+images = [(sample, image) for sample, stack in stacks.items() for image in stack]
+restored = {sample: [] for sample in stacks}
+log.info("%d members, %d to restore (%d replicas) with %s", len(specs), len(stacks), len(images), network)
 if images:  # samples without columns have no replicas: no network needed
     restorer = restorer_from_settings(network, settings)
-    device = restorer.device
     started, cpu_started = time.perf_counter(), time.process_time()
-    restored = restorer.restore_many(images)
-    log.info("restored %d replicas in %.1f s (%.1f s CPU) on %s", len(images), time.perf_counter() - started,
-             time.process_time() - cpu_started, device)
-first = 0
-for info, stack in zip(infos, stacks):
-    out = np.array(restored[first:first + len(stack)], dtype=np.float32).reshape(stack.shape)
-    first += len(stack)
-    np.save(scratch / f"{info['sample']}.npy", out)
-    write_json(scratch / f"{info['sample']}.json", {"sample": info["sample"], "network": network, "device": device,
-                                                    "replicas": int(len(stack))})
-os.replace(scratch, final)
+    try:
+        for (sample, _), result in zip(images, restorer.restore_many([image for _, image in images])):
+            restored[sample].append(result)
+    except Exception:  # noqa: BLE001 - find the member that fails, restore the others
+        log.error("batch restoration failed, restoring member by member:\n%s", traceback.format_exc())
+        restored = {sample: [] for sample in stacks}
+        for sample, stack in stacks.items():
+            try:
+                restored[sample] = restorer.restore_many(list(stack))
+            except Exception as err:  # noqa: BLE001
+                log.error("%s: %s", sample, traceback.format_exc())
+                status[sample] = f"failed in restore_twin: sample '{sample}': {type(err).__name__}: {err}"
+    log.info("restored %d replicas in %.1f s (%.1f s CPU) on %s (network time inside this job)", len(images),
+             time.perf_counter() - started, time.process_time() - cpu_started, restorer.device)
+for sample, stack in stacks.items():
+    if status[sample] != "ok":
+        continue
+    out = np.array(restored[sample], dtype=np.float32).reshape(stack.shape)
+    with atomic_path(f"results/twin/{sample}.restored.npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, out)
+    write_stamp(specs[sample])
+for sample in specs:
+    if status[sample] != "ok":
+        remove_outputs(specs[sample])  # no replicas of an earlier run may stand in
+rows = [{"sample": s, "status": status[s], "network": network, "redone": int(s in stacks)} for s in specs]
+outputs = [f for s in specs if status[s] == "ok" for f in specs[s]["output"]["items"]]
+write_batch_folder(snakemake.output[0], rows, outputs)

@@ -2,7 +2,6 @@
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ record.pop("provenance", None)
 if record.get("twin_status") == "ok":
     columns = pd.read_csv(snakemake.input.columns)
     raw = np.load(snakemake.input.replicas)
-    restored = np.load(Path(snakemake.input.restored) / f"{info['sample']}.npy")
+    restored = np.load(snakemake.input.restored)
     fits = fit_replicas(columns, raw, restored, separation_px=fit["separation_px"],
                         refine=snakemake.params.fit["refine"])
     pixel = info.get("pixel_size_pm")

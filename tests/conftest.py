@@ -52,21 +52,23 @@ def write_simulated_sample(folder: Path) -> tuple[Path, Path]:
 
 def make_small_config(workdir: Path, samples: list[dict[str, str]], *, doses: list[float] | None = None,
                       restore: dict[str, int] | None = None, fit: dict[str, object] | None = None,
-                      twin_replicas: int = 0) -> None:
-    """Write config.yaml and samples.tsv for a quick run (``restore``/``fit``: extra settings).
+                      twin_replicas: int = 0, batch_size: int = 2) -> None:
+    """Write config.yaml and samples.tsv for a quick run (``restore``/``fit``: extra settings;
+    ``batch_size``: samples per job of every per-sample step).
 
-    The noise twin is off unless ``twin_replicas`` asks for it: it adds three jobs per sample,
-    and only the tests about it need it (the session's ``small_run`` has it on)."""
+    The noise twin is off unless ``twin_replicas`` asks for it: it adds three batch steps, and
+    only the tests about it need it (the session's ``small_run`` has it on)."""
     columns = ["sample", "path", "frame", "modality", "resolution", "reference", "truth"]
     lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in samples]
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     bench = (f"  enabled: true\n  shape: [96, 96]\n  doses: [{', '.join(str(d) for d in doses)}]\n"
              if doses else "  enabled: false\n")
-    restore_lines = "".join(f"  {key}: {value}\n" for key, value in {"batch_size": 2, **(restore or {})}.items())
+    restore_lines = "".join(f"  {key}: {value}\n" for key, value in (restore or {}).items())
     fit_lines = "".join(f"  {key}: {value}\n" for key, value in (fit or {}).items())
     (workdir / "config.yaml").write_text(
-        f"samples: samples.tsv\nrestore:\n{restore_lines}" + (f"fit:\n{fit_lines}" if fit_lines else "")
-        + f"precision:\n  n_bootstrap: 400\nbenchmark:\n{bench}twin:\n  replicas: {twin_replicas}\n",
+        f"samples: samples.tsv\nbatch_size: {batch_size}\n" + (f"restore:\n{restore_lines}" if restore_lines else "")
+        + (f"fit:\n{fit_lines}" if fit_lines else "") + f"precision:\n  n_bootstrap: 400\nbenchmark:\n{bench}"
+        + f"twin:\n  replicas: {twin_replicas}\n",
         encoding="utf-8")
 
 

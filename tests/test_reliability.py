@@ -155,7 +155,8 @@ def test_two_clean_runs_give_identical_tables(mixed_run, tmp_path):
 
 
 def test_a_run_killed_during_restoration_resumes_to_identical_results(tmp_path):
-    """SIGKILL the whole run while a restoration batch is being written, then resume."""
+    """SIGKILL the whole run while a restoration batch is being written, then resume: what was
+    finished (inspections, restored images with their stamps) is kept, the rest is redone."""
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     for workdir in (clean, killed):
         workdir.mkdir()
@@ -166,30 +167,60 @@ def test_a_run_killed_during_restoration_resumes_to_identical_results(tmp_path):
             np.save(raw / f"lattice{index}.npy", lattice((256, 256), seed=10 + index).astype(np.float32))
             samples.append({"sample": f"s{index}", "path": f"raw/lattice{index}.npy", "modality": "stem",
                             "resolution": "hr"})
-        make_small_config(workdir, samples)
-        config = workdir / "config.yaml"
-        config.write_text(config.read_text().replace("batch_size: 2", "batch_size: 4"))
+        make_small_config(workdir, samples, batch_size=4)
     run_snakemake(clean, "--cores", "2")
 
     command = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(killed), "--configfile",
                str(killed / "config.yaml"), "--cores", "2"]
     process = subprocess.Popen(command, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    scratch = killed / "results" / "restored" / "batches" / "sfr_hrstem-0000.partial"
+    restored = killed / "results" / "restored"
     deadline = time.monotonic() + 600
-    while not (scratch.is_dir() and any(scratch.glob("*.hspy"))):
+    while not (restored.is_dir() and any(restored.glob("*.hspy"))):
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "restoration never started"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (killed / "results" / "restored" / "batches" / "sfr_hrstem-0000").exists()
-    assert not list((killed / "results" / "restored").glob("*.hspy")), "a restored image appeared before its batch"
+    assert not (killed / "results" / "batches" / "restore" / "0000-sfr_hrstem").exists()
+    stamps = killed / "results" / ".stamps" / "restore"
+    finished = {restored / f"{p.stem}.hspy": (restored / f"{p.stem}.hspy").stat().st_mtime_ns
+                for p in stamps.glob("*.stamp")} if stamps.is_dir() else {}
 
     inspected = {p: p.stat().st_mtime_ns for p in (killed / "results" / "ingest").glob("*.json")}
     assert len(inspected) == 4
     run_snakemake(killed, "--unlock")  # the killed run left its lock behind
     run_snakemake(killed, "--cores", "2", "--rerun-incomplete")
     assert {p: p.stat().st_mtime_ns for p in inspected} == inspected, "finished inspections were redone"
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished, "finished restorations were redone"
     for name in ["summary.csv"] + [f"columns/s{i}.csv" for i in range(4)]:
         assert (killed / "results" / name).read_bytes() == (clean / "results" / name).read_bytes(), name
+
+
+def test_a_sample_that_fails_fails_alone_and_a_rerun_redoes_only_it(mixed_run, tmp_path):
+    """Batch 0007-sfr_hrstem holds 'large' and 'odd_int16'. Break odd_int16's restored image and
+    redo the batch's fit: odd_int16 is recorded as failed (summary, figure batch), 'large' is kept
+    as it was (not refitted), and the rest of the dataset is untouched."""
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed_run, copy, symlinks=True)
+    results = copy / "results"
+    members = [row.split("\t")[0] for row in
+               (results / "batches" / "fit" / "0007-sfr_hrstem" / "manifest.tsv").read_text().splitlines()[1:]]
+    assert members == ["large", "odd_int16"]
+    kept = {p: p.stat().st_mtime_ns for p in results.glob("*/large.*")}
+    others = {p: p.stat().st_mtime_ns for p in (results / "columns").glob("*.csv") if p.stem not in members}
+    (results / "restored" / "odd_int16.hspy").write_bytes(b"not an HDF5 file")
+    run_snakemake(copy, "--cores", "2", "--keep-going", "--forcerun", "fit_batch",
+                  "results/batches/fit/0007-sfr_hrstem")
+    run_snakemake(copy, "--cores", "2", "--keep-going")
+
+    summary = pd.read_csv(results / "summary.csv").set_index("sample")
+    status = summary.loc["odd_int16", "status"]
+    assert status.startswith("failed in fit_columns: sample 'odd_int16': "), status
+    assert summary.loc["large", "status"] == "ok"
+    assert not (results / "columns" / "odd_int16.csv").exists()
+    assert "Traceback" in (copy / "logs" / "fit_columns" / "odd_int16.log").read_text()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "the other member of the batch was redone"
+    assert {p: p.stat().st_mtime_ns for p in others} == others, "other batches were redone"
+    figures = (results / "batches" / "figure" / "0007-sfr_hrstem" / "manifest.tsv").read_text()
+    assert "odd_int16\tfailed in fit_columns" in figures and not (results / "figures" / "odd_int16.png").exists()

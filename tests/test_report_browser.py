@@ -14,6 +14,7 @@ Needs Debian's ``chromium``; installed here (apt-get, as root) when missing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -114,8 +115,8 @@ class DevTools:
         return json.loads(message)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[DevTools]:
+@contextlib.contextmanager
+def browser_session() -> Iterator[DevTools]:
     """Headless Chromium without network, driven over a pipe, one page attached."""
     chromium = ensure_chromium()
     profile = tempfile.mkdtemp(prefix="remflow-chromium-")
@@ -151,6 +152,12 @@ def browser() -> Iterator[DevTools]:
             process.kill()
             process.wait(timeout=20)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[DevTools]:
+    with browser_session() as devtools:
+        yield devtools
 
 
 # JavaScript helpers loaded into the report page: find things as a reader does, by visible text.
@@ -318,3 +325,58 @@ def test_report_shows_every_sample_figure_and_the_summary_table(small_run: Path,
     assert not outside, f"the report fetched resources from outside the file: {outside[:5]}"
     failed = [event["params"] for event in browser.events if event.get("method") == "Network.loadingFailed"]
     assert not failed, failed[:3]
+
+
+def open_index(devtools: DevTools, index: Path, timeout_s: float = 120) -> dict[str, Any]:
+    """Open a sample index (results/index.html, or the one unpacked from report.zip); wait until
+    the thumbnails on the first screen are decoded. Returns the timings and what the page shows."""
+    devtools.events.clear()
+    start = time.perf_counter()
+    devtools.send("Page.navigate", {"url": index.resolve().as_uri()})
+    devtools.wait_for_event("Page.loadEventFired", timeout=timeout_s)
+    loaded = time.perf_counter() - start
+    shown = devtools.evaluate("""(async () => {
+        const visible = [...document.querySelectorAll("#samples img")]
+            .filter((img) => img.getBoundingClientRect().top < window.innerHeight);
+        await Promise.all(visible.map((img) => img.decode()));
+        return {rows: document.querySelectorAll("#samples tbody tr").length, visible: visible.length,
+                widths: visible.map((img) => img.naturalWidth)};
+    })()""", timeout=timeout_s)
+    return {"chromium_load_s": round(loaded, 3), "chromium_first_screen_s": round(time.perf_counter() - start, 3),
+            "index_rows": shown["rows"], "thumbnails_on_first_screen": shown["visible"],
+            "thumbnail_widths": sorted(set(shown["widths"]))}
+
+
+def test_sample_index_and_zip_report_open_with_thumbnails_and_full_figures(small_run: Path, browser: DevTools,
+                                                                           tmp_path: Path) -> None:
+    """The report for datasets too big for report.html: results/report.zip, unpacked, opens
+    index.html with one row per sample; thumbnails decode; a click opens the full figure."""
+    import zipfile
+
+    from conftest import run_snakemake
+
+    run_snakemake(small_run, "--cores", "1", "results/report.zip")
+    unpacked = tmp_path / "report"
+    with zipfile.ZipFile(small_run / "results" / "report.zip") as archive:
+        archive.extractall(unpacked)
+    with_figure, rejected = expected_samples(small_run)
+    shown = open_index(browser, unpacked / "index.html")
+    assert shown["index_rows"] == len(with_figure) + len(rejected)
+    assert shown["thumbnails_on_first_screen"] >= 1 and all(0 < w <= 360 for w in shown["thumbnail_widths"]), shown
+    rows = browser.evaluate("""[...document.querySelectorAll("#samples tbody tr")].map((row) => ({
+        sample: row.dataset.sample, cls: row.className,
+        link: row.querySelector("a.figure") ? row.querySelector("a.figure").getAttribute("href") : null}))""")
+    links = {row["sample"]: row["link"] for row in rows}
+    assert all(links[sample] == f"figures/{sample}.png" for sample in with_figure), links
+    assert all(links[sample] is None for sample in rejected)
+    assert {row["sample"] for row in rows if row["cls"] == "rejected"} == set(rejected)
+    # Follow one link as a reader clicks it: the browser shows the full-size figure.
+    browser.evaluate(f"document.querySelector('tr[data-sample={json.dumps(with_figure[0])}] a.figure').click(); true")
+    browser.wait_for_event("Page.loadEventFired", timeout=60)
+    size = browser.evaluate("(() => { const img = document.querySelector('img');"
+                            " return img ? [img.naturalWidth, img.naturalHeight] : null; })()")
+    assert size and size[0] >= MIN_FIGURE_PX[0] and size[1] >= MIN_FIGURE_PX[1], size
+    screenshot(browser, tmp_path / "figure_from_index.png")
+    requested = [event["params"]["request"]["url"] for event in browser.events
+                 if event.get("method") == "Network.requestWillBeSent"]
+    assert all(url.startswith(("file://", "data:", "about:")) for url in requested), requested[:5]

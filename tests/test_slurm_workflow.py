@@ -2,7 +2,8 @@
 ask for the (fake) GPU, fitting jobs do not, a restoration job cancelled mid-run is
 retried, and the results equal those of a local run. Then, on the same cluster, the
 restoration jobs again with `--config gpu_request=gres`: the GPU as --gres=gpu:1, every
-other resource as before."""
+other resource as before. A 40-sample dataset takes at most 30 Slurm jobs (every step runs
+in batches) and gives the same tables as a local run."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def write_two_tiny_samples(workdir: Path) -> None:
     make_small_config(workdir, [
         {"sample": "sim_cal", "path": f"raw/{sim.name}", "modality": "auto", "resolution": "auto"},
         {"sample": "srtio3", "path": "raw/srtio3.npy", "modality": "stem", "resolution": "hr"},
-    ], restore={"batch_size": 1})
+    ], batch_size=1)
 
 
 def start_on_slurm(cluster: SlurmCluster, workdir: Path, *extra: str) -> subprocess.Popen:
@@ -74,12 +75,13 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
         by_rule.setdefault(rule_of(job), []).append(job)
-    # Local rules (restore, summary, plots) never reach Slurm; every other step did.
-    assert set(by_rule) == {"inspect_raw", "ingest", "restore_batch", "fit_columns", "precision", "figure", "export"}
+    # Local rules (summary, plots, index) never reach Slurm; every batch step did.
+    assert set(by_rule) == {"ingest_batch", "restore_batch", "fit_batch", "precision_batch", "figure_batch",
+                            "export_batch"}
     # The cancelled batch was submitted again and completed; every final job completed.
     same_batch = [j for j in by_rule["restore_batch"] if j["comment"] == cancelled["comment"]]
     assert [j["state"] for j in same_batch] == ["CANCELLED", "COMPLETED"], same_batch
-    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["fit_columns"]) == 2
+    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["fit_batch"]) == 2
 
     gpus_fields = [job_fields(slurm_cluster, job["id"]) for job in by_rule["restore_batch"]]
     for fields in gpus_fields:
@@ -87,11 +89,11 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
         assert gpus_requested(fields) == 1 and re.fullmatch(r"gres[:/]gpu:1", fields.get("TresPerJob", "")), fields
         assert not fields.get("TresPerNode"), fields
         assert time_limit_minutes(fields) == 120  # the workflow profile's restore_batch runtime
-    for rule in ("fit_columns", "precision", "inspect_raw", "figure"):
+    for fields in gpus_fields:
+        assert int(fields["NumCPUs"]) == 2  # the workflow profile's restore_batch threads
+    for rule in ("fit_batch", "precision_batch", "ingest_batch", "figure_batch", "export_batch"):
         for job in by_rule[rule]:
             assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 0, job
-    fit_fields = job_fields(slurm_cluster, by_rule["fit_columns"][0]["id"])
-    assert int(fit_fields["NumCPUs"]) == 2  # the workflow profile's fit_columns threads
 
     results, local = workdir / "results", local_run / "results"
     for name in TABLES:
@@ -106,7 +108,7 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
     # the rest. Only the restoration jobs run again (forced): flipping the switch made
     # nothing else outdated.
     before = {job["id"] for job in jobs}
-    batches = sorted(f"results/restored/batches/{p.name}" for p in (results / "restored" / "batches").iterdir()
+    batches = sorted(f"results/batches/restore/{p.name}" for p in (results / "batches" / "restore").iterdir()
                      if p.is_dir())
     rerun = start_on_slurm(slurm_cluster, workdir, "--config", "gpu_request=gres", "--force", *batches)
     output, _ = rerun.communicate(timeout=900)
@@ -122,3 +124,36 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
         same = next(f for f in gpus_fields if f["Comment"] == fields["Comment"])
         for key in ("TimeLimit", "NumCPUs", "MinMemoryNode", "Partition"):
             assert fields.get(key) == same.get(key), (key, fields.get(key), same.get(key))
+
+def write_lattice_dataset(workdir: Path, count: int = 40) -> None:
+    """``count`` small noisy lattices (64x64 px), batches of 20."""
+    rows, cols = np.mgrid[0:64, 0:64]
+    raw = workdir / "raw"
+    raw.mkdir(parents=True)
+    samples = []
+    for index in range(count):
+        image = sum(np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / 8.0)
+                    for y in np.arange(4.5, 64, 9.0) for x in np.arange(4.5, 64, 9.0))
+        np.save(raw / f"l{index:02d}.npy", np.random.default_rng(index).poisson(200 * image + 20).astype(np.float32))
+        samples.append({"sample": f"l{index:02d}", "path": f"raw/l{index:02d}.npy", "modality": "stem",
+                        "resolution": "hr"})
+    make_small_config(workdir, samples, batch_size=20)
+
+
+def test_forty_samples_take_at_most_thirty_slurm_jobs_and_equal_a_local_run(slurm_cluster, tmp_path):
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    for workdir in (local, cluster):
+        write_lattice_dataset(workdir)
+    run_snakemake(local, "--cores", "2")
+    run = start_on_slurm(slurm_cluster, cluster)
+    output, _ = run.communicate(timeout=3000)
+    assert run.returncode == 0, output[-8000:]
+    jobs = jobs_in(slurm_cluster, cluster)
+    assert len(jobs) <= 30, [job["comment"] for job in jobs]
+    assert {rule_of(job) for job in jobs} == {"ingest_batch", "restore_batch", "fit_batch", "precision_batch",
+                                               "figure_batch", "export_batch"}
+    summary = (cluster / "results" / "summary.csv").read_text()
+    assert summary.count("\nl") == 40 and summary == (local / "results" / "summary.csv").read_text()
+    for index in range(40):
+        name = f"columns/l{index:02d}.csv"
+        assert (cluster / "results" / name).read_bytes() == (local / "results" / name).read_bytes(), name

@@ -23,6 +23,9 @@ BENCHMARKS = {
     "overhead": ("bench_overhead.py", []),
     "restore": ("bench_restore.py", []),
     "bfloat16": ("bench_bfloat16.py", []),
+    "bfloat16_positions": ("bench_bfloat16_positions.py", []),
+    "dag": ("bench_dag.py", []),
+    "workflow_overhead": ("bench_workflow_overhead.py", []),
     # tile_batch 1: one tile per network call, so memory is bounded by the tile (batching does not
     # speed up the CPU); 1536 (the workflow's default: two 2048x1152 strips) against square 1152 px tiles.
     "tiling": ("bench_tiling.py", ["--tile-batch", "1", "--tile-px", "1152", "1536"]),

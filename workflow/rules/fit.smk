@@ -57,9 +57,9 @@ rule precision:
 
 
 rule summary:
-    """One row per sample: precision figures, or why the sample was rejected."""
+    """One row per sample: precision figures, or why the sample was rejected or failed."""
     input:
-        summary_inputs,
+        unpack(summary_inputs),
     output:
         report(
             "results/summary.csv",
@@ -72,5 +72,7 @@ rule summary:
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        samples=SAMPLES,
     script:
         "../../scripts/summary.py"

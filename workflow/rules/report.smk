@@ -1,3 +1,8 @@
+# results/figures/{sample}.png would also match the dataset figures: every rule that
+# writes a figure into results/figures/ must be listed before `figure`.
+ruleorder: plot_gain > plot_precision_vs_dose > plot_benchmark_methods > plot_twin > figure
+
+
 rule figure:
     """Raw | restored | difference with fitted columns, displacements and residuals."""
     input:
@@ -20,6 +25,60 @@ rule figure:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/plot_sample.py"
+
+
+rule thumbnail:
+    """A small JPEG of a sample's figure for the sample index."""
+    input:
+        figure="results/figures/{sample}.png",
+    output:
+        thumbnail="results/thumbs/{sample}.jpg",
+    log:
+        "logs/thumbnail/{sample}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        width_px=360,
+    script:
+        "../../scripts/thumbnail.py"
+
+
+rule sample_index:
+    """results/index.html: one row per sample with its thumbnail, status and precision gain,
+    linking its full figure. Opens in a browser at any dataset size (figures load on click)."""
+    input:
+        summary="results/summary.csv",
+        figures=figure_folders,
+    output:
+        "results/index.html",
+    log:
+        "logs/sample_index.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/sample_index.py"
+
+
+rule report_zip:
+    """results/report.zip: the sample index with every figure and table beside it, for
+    datasets whose self-contained report.html would be too large for a browser."""
+    input:
+        index="results/index.html",
+        summary="results/summary.csv",
+        table="results/summary.html",
+        gain="results/figures/precision_gain.png",
+        figures=figure_folders,
+        dose=lambda wc: ["results/figures/precision_vs_dose.png"] if BENCHMARK_SAMPLES else [],
+    output:
+        "results/report.zip",
+    log:
+        "logs/report_zip.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/report_zip.py"
 
 
 rule plot_gain:

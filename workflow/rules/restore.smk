@@ -1,12 +1,12 @@
 rule restore_batch:
-    """Restore a batch of images that share a network, loading it once (one GPU job)."""
+    """Restore a batch of images that share a network, loading it once (one GPU job).
+    Writes results/restored/{sample}.hspy (+ .json) for each member."""
     input:
-        images=lambda wc: [f"results/ingest/{s}.hspy" for s in batch_members(wc.batch)],
-        infos=lambda wc: [f"results/ingest/{s}.json" for s in batch_members(wc.batch)],
+        upstream=lambda wc: batch_folder("ingest", split_batch(wc.batch)[0]),
     output:
-        directory("results/restored/batches/{batch}"),
+        directory("results/batches/restore/{batch}"),
     log:
-        "logs/restore_batch/{batch}.log",
+        "logs/batches/restore/{batch}.log",
     conda:
         "../../envs/restore.yaml"
     resources:
@@ -16,24 +16,10 @@ rule restore_batch:
         gpu=lambda wc: 1 if config["gpu_request"] == "gpus" else 0,
         gres=lambda wc: "gpu:1" if config["gpu_request"] == "gres" else "",
     params:
-        # Sample names come from the inputs' JSON: a param that reads other samples'
-        # checkpoint outputs would fail inside a cluster job.
+        # Members come from the inspection manifest (an input), never from another
+        # batch's checkpoint: params are evaluated again inside a cluster job.
+        members=lambda wc: batch_members(wc.batch),
+        network=lambda wc: split_batch(wc.batch)[1],
         settings=config["restore"],
     script:
         "../../scripts/restore_batch.py"
-
-
-rule restore:
-    """Give each restored image its per-sample name (a hard link into the batch folder)."""
-    input:
-        batch=lambda wc: f"results/restored/batches/{batch_of(wc.sample)}",
-    output:
-        image="results/restored/{sample}.hspy",
-        info="results/restored/{sample}.json",
-    log:
-        "logs/restore/{sample}.log",
-    localrule: True
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../../scripts/link_restored.py"

@@ -24,30 +24,11 @@ rule twin_model:
         "../../scripts/twin_model.py"
 
 
-rule restore_twin_batch:
-    """Restore the twin replicas of a batch of samples that share a network, loading it once."""
-    input:
-        images=lambda wc: [f"results/twin/{s}.replicas.npy" for s in batch_members(wc.batch)],
-        infos=lambda wc: [f"results/ingest/{s}.json" for s in batch_members(wc.batch)],
-    output:
-        directory("results/twin/batches/{batch}"),
-    log:
-        "logs/restore_twin_batch/{batch}.log",
-    conda:
-        "../../envs/restore.yaml"
-    resources:
-        mem_mb=restore_mem_mb,
-    params:
-        settings=config["restore"],
-    script:
-        "../../scripts/restore_twin_batch.py"
-
-
 rule twin_fit:
     """Refine the restored and raw replicas from the sample's starts: twin errors, gain, bias."""
     input:
         replicas="results/twin/{sample}.replicas.npy",
-        restored=lambda wc: f"results/twin/batches/{batch_of(wc.sample)}",
+        restored="results/twin/{sample}.restored.npy",
         columns="results/twin/{sample}.columns.csv",
         model="results/twin/{sample}.model.json",
         fit="results/columns/{sample}.json",
