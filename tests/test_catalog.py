@@ -103,4 +103,4 @@ def test_remflow_runs_as_a_module_of_another_workflow(tmp_path):
     # The rules are remflow's, prefixed: nothing of the module ran under its own names.
     logs = {p.name for p in (tmp_path / ".snakemake" / "log").glob("*.log")}
     text = "".join((tmp_path / ".snakemake" / "log" / name).read_text() for name in logs)
-    assert "remflow_fit_columns" in text and "rule fit_columns:" not in text
+    assert "remflow_analyse_batch" in text and "rule analyse_batch:" not in text

@@ -22,7 +22,7 @@ DEFAULT_PROFILE = REPO / "workflow" / "profiles" / "default" / "config.yaml"
 
 # Toy rules named like the real ones, so the profiles' per-rule settings apply to them.
 # restore_batch asks for its GPU as the real rule does (config gpu_request: gpus), runtime
-# and the rest come from the profile; precision hangs on its first
+# and the rest come from the profile; finish_batch hangs on its first
 # attempt (the test cancels it) and is quick on a retry.
 TOY_SNAKEFILE = textwrap.dedent("""\
     rule all:
@@ -33,11 +33,11 @@ TOY_SNAKEFILE = textwrap.dedent("""\
         resources: gpu=1
         shell: "echo job=$SLURM_JOB_ID gpus=${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
 
-    rule fit_columns:
+    rule analyse_batch:
         output: "columns.txt"
         shell: "echo job=$SLURM_JOB_ID gpus=${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
 
-    rule precision:
+    rule finish_batch:
         input: "columns.txt"
         output: "precision.txt"
         resources: attempt_no=lambda wildcards, attempt: attempt
@@ -108,28 +108,28 @@ def test_slurm_profile_requests_the_gpu_for_restoration_and_retries_a_cancelled_
          "--directory", str(tmp_path),
          "--snakefile", str(tmp_path / "Snakefile")],
         cwd=tmp_path, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    hanging, output = cancel_first_running_job_and_finish(cluster, tmp_path, "precision", run, timeout_s=240)
+    hanging, output = cancel_first_running_job_and_finish(cluster, tmp_path, "finish_batch", run, timeout_s=240)
     assert run.returncode == 0, output[-6000:]
 
     jobs = jobs_in(cluster, tmp_path)
     by_rule = {}
     for job in jobs:
         by_rule.setdefault(rule_of(job), []).append(job)
-    assert sorted(by_rule) == ["fit_columns", "precision", "restore_batch"]
+    assert sorted(by_rule) == ["analyse_batch", "finish_batch", "restore_batch"]
     # The cancelled job failed, Snakemake submitted it again, and the retry made the output.
-    assert [j["state"] for j in by_rule["precision"]] == ["CANCELLED", "COMPLETED"]
-    assert by_rule["precision"][0]["id"] == hanging["id"]
-    retry = by_rule["precision"][1]["id"]
+    assert [j["state"] for j in by_rule["finish_batch"]] == ["CANCELLED", "COMPLETED"]
+    assert by_rule["finish_batch"][0]["id"] == hanging["id"]
+    retry = by_rule["finish_batch"][1]["id"]
     assert (tmp_path / "precision.txt").read_text().split() == ["attempt=2", f"job={retry}"]
 
     # GPU and runtime as the profile asks: restoration on the GPU, fitting without.
     restore_job = by_rule["restore_batch"][0]["id"]
-    fit_job = by_rule["fit_columns"][0]["id"]
+    fit_job = by_rule["analyse_batch"][0]["id"]
     restore_fields, fit_fields = job_fields(cluster, restore_job), job_fields(cluster, fit_job)
     assert gpus_requested(restore_fields) == 1
     assert gpus_requested(fit_fields) == 0
     assert time_limit_minutes(restore_fields) == profile["set-resources"]["restore_batch"]["runtime"]
-    assert time_limit_minutes(fit_fields) == profile["set-resources"]["fit_columns"]["runtime"]
+    assert time_limit_minutes(fit_fields) == profile["set-resources"]["analyse_batch"]["runtime"]
     assert (tmp_path / "restored.txt").read_text().split() == [f"job={restore_job}", "gpus=0"]
     assert (tmp_path / "columns.txt").read_text().split() == [f"job={fit_job}", "gpus=none"]
 

@@ -76,12 +76,11 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
     for job in jobs:
         by_rule.setdefault(rule_of(job), []).append(job)
     # Local rules (summary, plots, index) never reach Slurm; every batch step did.
-    assert set(by_rule) == {"ingest_batch", "restore_batch", "fit_batch", "precision_batch", "figure_batch",
-                            "export_batch"}
+    assert set(by_rule) == {"ingest_batch", "restore_batch", "analyse_batch"}
     # The cancelled batch was submitted again and completed; every final job completed.
     same_batch = [j for j in by_rule["restore_batch"] if j["comment"] == cancelled["comment"]]
     assert [j["state"] for j in same_batch] == ["CANCELLED", "COMPLETED"], same_batch
-    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["fit_batch"]) == 2
+    assert len(by_rule["restore_batch"]) == 3 and len(by_rule["analyse_batch"]) == 2
 
     gpus_fields = [job_fields(slurm_cluster, job["id"]) for job in by_rule["restore_batch"]]
     for fields in gpus_fields:
@@ -91,7 +90,7 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
         assert time_limit_minutes(fields) == 120  # the workflow profile's restore_batch runtime
     for fields in gpus_fields:
         assert int(fields["NumCPUs"]) == 2  # the workflow profile's restore_batch threads
-    for rule in ("fit_batch", "precision_batch", "ingest_batch", "figure_batch", "export_batch"):
+    for rule in ("ingest_batch", "analyse_batch"):
         for job in by_rule[rule]:
             assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 0, job
 
@@ -150,8 +149,8 @@ def test_forty_samples_take_at_most_thirty_slurm_jobs_and_equal_a_local_run(slur
     assert run.returncode == 0, output[-8000:]
     jobs = jobs_in(slurm_cluster, cluster)
     assert len(jobs) <= 30, [job["comment"] for job in jobs]
-    assert {rule_of(job) for job in jobs} == {"ingest_batch", "restore_batch", "fit_batch", "precision_batch",
-                                               "figure_batch", "export_batch"}
+    # Per batch: inspection + ingest, restoration, and one job for fit, precision, figure and export.
+    assert {rule_of(job) for job in jobs} == {"ingest_batch", "restore_batch", "analyse_batch"}
     summary = (cluster / "results" / "summary.csv").read_text()
     assert summary.count("\nl") == 40 and summary == (local / "results" / "summary.csv").read_text()
     for index in range(40):
