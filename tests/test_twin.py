@@ -129,3 +129,19 @@ def test_the_workflow_reports_twin_and_crlb_for_every_sample_with_columns(small_
         restored = np.load(small_run / "results" / "twin" / f"{sample}.restored.npy")
         assert restored.shape == np.load(small_run / "results" / "twin" / f"{sample}.replicas.npy").shape
     assert (small_run / "results" / "figures" / "twin_crlb.png").stat().st_size > 0
+
+
+def test_no_bound_from_an_image_model_that_does_not_explain_the_image():
+    """A CRLB is reported, and errors are divided by it, only when the image model explains the
+    image (reduced chi-square <= 1.5, as for the twin's verdict): on exp_hrstem_2 (chi-square 4.1)
+    the model gave 32 px for columns fitted to ~0.6 px."""
+    from remflow.precision.twin import BELOW_BOUND_NOTE, efficiency
+
+    record = {"crlb_px": 0.1, "crlb_radial_px": 0.1 * np.sqrt(2), "crlb_pm": 2.0, "crlb_radial_pm": 2.83,
+              "twin_error_raw_px": 0.2, "twin_error_restored_px": 0.1}
+    good = efficiency({**record, "noise_reduced_chi_square": 1.02})
+    assert good["crlb_basis"] == "twin" and good["error_over_crlb_raw"] == pytest.approx(0.2 / (0.1 * np.sqrt(2)))
+    assert good["crlb_note"] == BELOW_BOUND_NOTE and "crlb_px" not in good
+    bad = efficiency({**record, "noise_reduced_chi_square": 4.08})
+    assert all(bad[name] is None for name in ("crlb_px", "crlb_radial_px", "crlb_pm", "crlb_radial_pm"))
+    assert "error_over_crlb_raw" not in bad and "4.08 > 1.5" in bad["crlb_note"]

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from remflow.atomic import atomic_path  # noqa: E402
+from remflow.precision.basis import MAX_TWIN_REDUCED_CHI_SQUARE  # noqa: E402
 
 KIND_COLOURS = {"raw": "#4d4d4d", "restored": "#2166ac"}
 
@@ -37,7 +38,12 @@ def twin_rows(summary: pd.DataFrame) -> pd.DataFrame:
             raw, restored = _number(row.get(f"{prefix}_raw_px")), _number(row.get(f"{prefix}_restored_px"))
             if raw is None or restored is None:
                 continue
-            entry = {"sample": row["sample"], "basis": basis, "crlb_radial_px": bound}
+            label = basis
+            chi2 = _number(row.get("noise_reduced_chi_square"))
+            if basis == "twin" and chi2 is not None and chi2 > MAX_TWIN_REDUCED_CHI_SQUARE:
+                # The twin of a model that does not explain the image is shown, flagged, never bare.
+                label = f"twin, model chi² {chi2:.1f}: unvalidated"
+            entry = {"sample": row["sample"], "basis": label, "crlb_radial_px": bound}
             for kind in ("raw", "restored"):
                 name = f"{prefix}_{kind}_px"
                 entry[kind] = _number(row.get(name))
@@ -52,7 +58,7 @@ def twin_figure(summary: pd.DataFrame) -> Figure:
     """Per sample: raw and restored error (truth RMSE where known, else the twin; 95 % intervals)
     and the image's radial Cramér-Rao bound (black bar); log axis."""
     table = twin_rows(summary)
-    figure, axis = plt.subplots(figsize=(8.0, max(2.5, 0.45 * len(table) + 1.5)), layout="constrained")
+    figure, axis = plt.subplots(figsize=(10.0, max(2.5, 0.45 * len(table) + 1.5)), layout="constrained")
     if table.empty:
         axis.text(0.5, 0.5, "no sample has twin or truth errors with a CRLB", ha="center", va="center")
         axis.set_axis_off()
@@ -70,7 +76,7 @@ def twin_figure(summary: pd.DataFrame) -> Figure:
     axis.invert_yaxis()
     axis.set_xscale("log")
     axis.set_xlabel("RMS position error (px): truth where known, else the noise twin")
-    axis.set_title("Position error of raw and restored fits against this image's Cramér-Rao bound", fontsize=10)
+    axis.set_title("Position error of raw and restored fits\nagainst this image's Cramér-Rao bound", fontsize=10)
     axis.legend(loc="best", fontsize=8)
     axis.grid(True, axis="x", which="both", alpha=0.3)
     return figure

@@ -480,8 +480,23 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
     Adds ``error_over_crlb_raw``, ``error_over_crlb_restored``, ``crlb_basis`` and, when the
     restored error is under the bound, ``crlb_note`` = BELOW_BOUND_NOTE. An unbiased
     estimator cannot go below 1 (the bound holds for unbiased estimators only).
+
+    The bound is the image model's: where that model does not explain the image (reduced
+    chi-square above remflow.precision.basis.MAX_TWIN_REDUCED_CHI_SQUARE) the bound is not
+    reported at all (``crlb_*`` set to None, ``crlb_note`` says why). Why: on the default frame
+    exp_hrstem_2 (chi-square 4.08) the model gave a bound of 32 px for columns fitted to
+    about 0.6 px, and an efficiency of 0.02 - a number that looks precise and is not.
     """
+    from remflow.precision.basis import MAX_TWIN_REDUCED_CHI_SQUARE
+
     out: dict[str, Any] = {}
+    chi2 = record.get("noise_reduced_chi_square")
+    if (record.get("crlb_px") is not None and isinstance(chi2, (int, float))
+            and not chi2 <= MAX_TWIN_REDUCED_CHI_SQUARE):
+        out.update(dict.fromkeys(("crlb_px", "crlb_radial_px", "crlb_pm", "crlb_radial_pm")))
+        out["crlb_note"] = (f"no bound: the image model does not explain this image (reduced chi-square "
+                            f"{chi2:.2f} > {MAX_TWIN_REDUCED_CHI_SQUARE}); a bound from it would not hold")
+        return out
     bound = record.get("crlb_radial_px")
     if bound is None or not (isinstance(bound, (int, float)) and bound > 0):
         return out
