@@ -50,6 +50,18 @@ def write_simulated_sample(folder: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def noisy_lattice(shape: tuple[int, int], spacing: float = 9.0, sigma: float = 2.0, seed: int = 0,
+                  dtype: type = np.float64) -> np.ndarray:
+    """A square lattice of Gaussian columns (``spacing``, ``sigma`` in px; first column at
+    spacing/2), 200 counts per column peak on 20 background, Poisson noise (``seed``)."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    image = np.zeros(shape)
+    for y in np.arange(spacing / 2, shape[0], spacing):
+        for x in np.arange(spacing / 2, shape[1], spacing):
+            image += np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))
+    return np.random.default_rng(seed).poisson(200 * image + 20).astype(dtype)
+
+
 def make_small_config(workdir: Path, samples: list[dict[str, str]], *, doses: list[float] | None = None,
                       restore: dict[str, int] | None = None, fit: dict[str, object] | None = None,
                       twin_replicas: int = 0, batch_size: int = 2) -> None:

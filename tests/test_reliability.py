@@ -15,20 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import INSTRUMENT_FILES, SNAKEFILE, SNAKEMAKE, make_small_config, run_snakemake
+from conftest import INSTRUMENT_FILES, SNAKEFILE, SNAKEMAKE, make_small_config, noisy_lattice, run_snakemake
 
 pytestmark = [pytest.mark.workflow,
               pytest.mark.skipif(not INSTRUMENT_FILES.is_dir(), reason="needs ../shared/data/instrument-files")]
-
-
-def lattice(shape: tuple[int, int], spacing: float = 9.0, sigma: float = 2.0, seed: int = 0) -> np.ndarray:
-    """A noisy square lattice of Gaussian columns (Poisson noise), for samples that must fit."""
-    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
-    image = np.zeros(shape)
-    for y in np.arange(spacing / 2, shape[0], spacing):
-        for x in np.arange(spacing / 2, shape[1], spacing):
-            image += np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))
-    return np.random.default_rng(seed).poisson(200 * image + 20).astype(np.float64)
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -50,16 +40,16 @@ def build_mixed_dataset(raw: Path) -> list[dict[str, str]]:
     (raw / "truncated.tif").write_bytes((INSTRUMENT_FILES / "FEI-Helios-Ebeam-16bits.tif").read_bytes()[:9000])
     (raw / "notes.tif").write_text("not an image\n", encoding="utf-8")
     hs.signals.Signal1D(np.random.default_rng(2).random((6, 7, 32))).save(raw / "spectrum_image.hspy")
-    nan_image = lattice((64, 64))
+    nan_image = noisy_lattice((64, 64))
     nan_image[5, 6] = np.inf
     np.save(raw / "inf.npy", nan_image)
     np.save(raw / "constant.npy", np.full((48, 48), 3.0))
-    np.save(raw / "negative.npy", lattice((72, 72), seed=3) - 500.0)
-    np.save(raw / "tiny.npy", lattice((12, 12)))
-    np.save(raw / "large tiled.npy", lattice((400, 360), seed=4).astype(np.float32))
-    np.save(raw / "odd int16.npy", lattice((63, 77), seed=5).astype(np.int16))
+    np.save(raw / "negative.npy", noisy_lattice((72, 72), seed=3) - 500.0)
+    np.save(raw / "tiny.npy", noisy_lattice((12, 12)))
+    np.save(raw / "large tiled.npy", noisy_lattice((400, 360), seed=4).astype(np.float32))
+    np.save(raw / "odd int16.npy", noisy_lattice((63, 77), seed=5).astype(np.int16))
     np.save(raw / "noise.npy", np.random.default_rng(6).poisson(50, (64, 64)).astype(np.uint16))
-    np.save(raw / "Gitter ü.npy", lattice((64, 80), seed=7))
+    np.save(raw / "Gitter ü.npy", noisy_lattice((64, 80), seed=7))
     stem = {"modality": "stem", "resolution": "hr"}
     return [
         {"sample": "good_dm3", "path": "raw/good stem.dm3", "modality": "auto", "resolution": "auto"},
@@ -164,7 +154,7 @@ def test_a_run_killed_during_restoration_resumes_to_identical_results(tmp_path):
         raw.mkdir()
         samples = []
         for index in range(4):
-            np.save(raw / f"lattice{index}.npy", lattice((256, 256), seed=10 + index).astype(np.float32))
+            np.save(raw / f"lattice{index}.npy", noisy_lattice((256, 256), seed=10 + index).astype(np.float32))
             samples.append({"sample": f"s{index}", "path": f"raw/lattice{index}.npy", "modality": "stem",
                             "resolution": "hr"})
         make_small_config(workdir, samples, batch_size=4)

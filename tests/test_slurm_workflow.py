@@ -15,7 +15,8 @@ import hyperspy.api as hs
 import numpy as np
 import pytest
 
-from conftest import REPO, SNAKEFILE, SNAKEMAKE, make_small_config, run_snakemake, write_simulated_sample
+from conftest import (REPO, SNAKEFILE, SNAKEMAKE, make_small_config, noisy_lattice, run_snakemake,
+                      write_simulated_sample)
 from slurm.cluster import (SlurmCluster, cancel_first_running_job_and_finish, gpus_requested, job_fields, jobs_in,
                            rule_of, time_limit_minutes)
 
@@ -126,14 +127,11 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
 
 def write_lattice_dataset(workdir: Path, count: int = 40) -> None:
     """``count`` small noisy lattices (64x64 px), batches of 20."""
-    rows, cols = np.mgrid[0:64, 0:64]
     raw = workdir / "raw"
     raw.mkdir(parents=True)
     samples = []
     for index in range(count):
-        image = sum(np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / 8.0)
-                    for y in np.arange(4.5, 64, 9.0) for x in np.arange(4.5, 64, 9.0))
-        np.save(raw / f"l{index:02d}.npy", np.random.default_rng(index).poisson(200 * image + 20).astype(np.float32))
+        np.save(raw / f"l{index:02d}.npy", noisy_lattice((64, 64), seed=index, dtype=np.float32))
         samples.append({"sample": f"l{index:02d}", "path": f"raw/l{index:02d}.npy", "modality": "stem",
                         "resolution": "hr"})
     make_small_config(workdir, samples, batch_size=20)

@@ -25,22 +25,15 @@ import numpy as np
 
 from common import REPO, emit, machine
 
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import noisy_lattice  # noqa: E402  (the tests' lattice, one definition)
+
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 # The per-sample rules whose time the batch manifests record (step_seconds), by the folder of
 # the batch job that runs them.
 STEPS = {"ingest": ("inspect_raw", "ingest"), "fit": ("fit_columns", "twin_model"),
          "precision": ("twin_fit", "precision", "figure", "thumbnail", "export")}
 FITTING = ("fit_columns", "twin_fit")
-
-
-def lattice(shape: tuple[int, int], seed: int, spacing: float = 9.0, sigma: float = 2.0) -> np.ndarray:
-    """A noisy square lattice of Gaussian columns (Poisson noise)."""
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
-    image = np.zeros(shape)
-    for y in np.arange(spacing / 2, shape[0], spacing):
-        for x in np.arange(spacing / 2, shape[1], spacing):
-            image += np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))
-    return np.random.default_rng(seed).poisson(200 * image + 20).astype(np.float32)
 
 
 def snakemake(workdir: Path, *args: str) -> float:
@@ -111,7 +104,8 @@ def main() -> None:
     (workdir / "raw").mkdir(parents=True)
     lines = ["sample\tpath\tmodality\tresolution"]
     for index in range(args.images):
-        np.save(workdir / "raw" / f"l{index:04d}.npy", lattice((args.size, args.size), seed=index))
+        np.save(workdir / "raw" / f"l{index:04d}.npy", noisy_lattice((args.size, args.size), seed=index,
+                                                                     dtype=np.float32))
         lines.append(f"l{index:04d}\traw/l{index:04d}.npy\tstem\thr")
     (workdir / "samples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (workdir / "config.yaml").write_text(f"samples: samples.tsv\nbatch_size: {args.batch_size}\n"
