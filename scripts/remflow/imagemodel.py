@@ -32,7 +32,9 @@ filtered estimate (under the plain residual's own fit it would be 1 by construct
 
 Assumptions: independent pixel noise (no correlation between neighbouring pixels, as
 in a STEM detector read per pixel; a detector's low-pass along the scan correlates
-neighbours and the filter then sees less noise than there is); Gaussian columns of one
+neighbours and the filter then sees less noise than there is: :func:`noise_correlation`
+measures that correlation, and remflow.precision.basis refuses the twin and its bound
+where it is above MAX_NOISE_CORRELATION); Gaussian columns of one
 width per sublattice; a smooth background. What it cannot see: noise correlated over
 several pixels, scan-line jitter (``line_jitter_px`` is taken from the config, not
 estimated), and columns that the fit did not find.
@@ -110,6 +112,10 @@ class NoiseModel:
     reduced_chi_square: float  # of the unfiltered residual under this model; ~1 when the model explains the image
     n_pixels: int
     method: str = "filtered"  # "residual" (plain residual, the model explains the image) or "filtered"
+    # Lag-1 correlation of the noise of neighbouring pixels along x (fast scan) and y
+    # (:func:`noise_correlation`); 0 for independent pixels, as this model assumes.
+    correlation_x: float = float("nan")
+    correlation_y: float = float("nan")
 
     @property
     def read_noise(self) -> float:
@@ -279,6 +285,62 @@ def _variance_regression(squared: np.ndarray, signal: np.ndarray, norm: float) -
     return float(gain), float(read_variance)
 
 
+def _lag1_filtered_correlation(kernel_tap: float) -> float:
+    """Lag-1 correlation of the second-differenced noise along one axis when that axis' noise
+    is white noise filtered by ``[a, 1, a]`` (``a`` = ``kernel_tap``); -2/3 for ``a`` = 0."""
+    norm = 1.0 + 2.0 * kernel_tap**2
+    rho1, rho2 = 2.0 * kernel_tap / norm, kernel_tap**2 / norm
+    # [1, -2, 1] has autocorrelation weights 6, -4, 1 at lags 0, 1, 2.
+    c0 = 6.0 - 8.0 * rho1 + 2.0 * rho2
+    c1 = 7.0 * rho1 - 4.0 - 4.0 * rho2
+    return c1 / c0
+
+
+def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
+    """Lag-1 correlation of the pixel noise along x and along y, from the second-differenced
+    residual ``filtered`` (rows, cols) of :func:`fit_noise_model` (``keep``: pixels to use).
+
+    Why from the filtered residual: the filter removes smooth model error, which would
+    otherwise pass for correlated noise. For independent pixels the filtered residual's
+    lag-1 correlation along an axis is exactly -2/3 (the [1, -2, 1] kernel's 6, -4, 1
+    autocorrelation), whatever the pixels' variances. Noise low-passed along an axis (a
+    detector's bandwidth along the fast scan, a resampled image) raises it towards 0;
+    sharpened noise lowers it. It is converted to the noise's own lag-1 correlation
+    ``rho1 = 2a / (1 + 2a^2)`` under a three-tap kernel ``[a, 1, a]``, ``a`` in [-0.5, 0.5]
+    (``rho1`` in [-2/3, 2/3]; values beyond are clipped there).
+
+    Validated (tests/test_twin.py, 128x128 px lattices): independent Poisson-Gaussian pixels
+    give 0.005 (x) and 0.006 (y), also under a model with 10-20 % too wide columns; noise
+    filtered by [0.3, 1, 0.3] along x gives 0.507 along x (true 0.508) and -0.02 along y,
+    with or without that model error. Real default frames (x, y; whole frame, the twin's noise
+    mask): exp_hrstem_0 0.05, 0.00; exp_hrstem_1 0.08, 0.00; exp_hrstem_2 0.07, 0.00;
+    exp_hrstem_4 0.44, 0.25.
+    Returns NaN for an axis without pixel pairs.
+    """
+    data = np.asarray(filtered, dtype=np.float64)
+    mask = np.ones(data.shape, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    out = []
+    for axis in (1, 0):  # x (along a row), then y
+        first = [slice(None), slice(None)]
+        second = [slice(None), slice(None)]
+        first[axis], second[axis] = slice(1, None), slice(None, -1)
+        pairs = mask[tuple(first)] & mask[tuple(second)]
+        if not pairs.any():
+            out.append(float("nan"))
+            continue
+        a, b = data[tuple(first)][pairs], data[tuple(second)][pairs]
+        measured = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+        low, high = _lag1_filtered_correlation(-0.5), _lag1_filtered_correlation(0.5)
+        if measured <= low:
+            tap = -0.5
+        elif measured >= high:
+            tap = 0.5
+        else:
+            tap = optimize.brentq(lambda t: _lag1_filtered_correlation(t) - measured, -0.5, 0.5, xtol=1e-6)
+        out.append(2.0 * tap / (1.0 + 2.0 * tap**2))
+    return out[0], out[1]
+
+
 def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int = 0,
                     mask: np.ndarray | None = None) -> NoiseModel:
     """Poisson-Gaussian noise of ``image`` around its noiseless ``model`` (see the module docs).
@@ -305,17 +367,18 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
     keep = np.ones(filtered.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)[1:-1, 1:-1]
     gain, read_variance = _variance_regression(filtered[keep].ravel() ** 2, weighted_signal[keep].ravel(),
                                                FILTER_NORM)
+    correlation_x, correlation_y = noise_correlation(filtered, keep)
     full_keep = np.ones(data.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     pixels = int(full_keep.sum())
     dof = max(pixels - int(n_parameters), 1)
     robust = NoiseModel(gain=gain, read_variance=read_variance, reduced_chi_square=float("nan"), n_pixels=pixels,
-                        method="filtered")
+                        method="filtered", correlation_x=correlation_x, correlation_y=correlation_y)
     chi2 = float(np.sum(residual[full_keep] ** 2 / robust.variance(signal)[full_keep]) / dof)
     if chi2 < GOOD_MODEL_CHI_SQUARE:
         gain, read_variance = _variance_regression(residual[full_keep] ** 2 * (pixels / dof), signal[full_keep], 1.0)
         # chi2 stays the one under the filtered estimate: under the residual's own fit it is 1 by construction.
         return NoiseModel(gain=gain, read_variance=read_variance, reduced_chi_square=chi2, n_pixels=pixels,
-                          method="residual")
+                          method="residual", correlation_x=correlation_x, correlation_y=correlation_y)
     return replace(robust, reduced_chi_square=chi2)
 
 

@@ -31,18 +31,44 @@ BASIS_FIELDS: list[str] = ["lattice_gain", "lattice_gain_ci_low", "lattice_gain_
 #: 1.00-1.03; real default frames 2.8-4.1 (model error, e.g. a negative read variance on
 #: exp_hrstem_4), where the twin's verdict is not validated and must not decide.
 MAX_TWIN_REDUCED_CHI_SQUARE = 1.5
+#: ... and when its noise is that of independent pixels, as the twin draws it: lag-1 noise
+#: correlation of neighbouring pixels (remflow.imagemodel.noise_correlation) at most this
+#: along x and y. At 0.1 the filtered noise estimate already misses ~13 % of the variance
+#: and the noise's spectrum, which sets the position errors, is no longer the twin's.
+#: Validation images (independent pixels): |correlation| < 0.02; real default frames:
+#: exp_hrstem_0 0.05, exp_hrstem_4 0.44 along x (its chi-square 3.9 is mostly this).
+MAX_NOISE_CORRELATION = 0.1
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN is no number
+        return None
+    return float(value)
+
+
+def twin_model_problem(record: dict[str, Any]) -> str | None:
+    """Why the twin's image and noise model do not hold for this image, or None when they do
+    (or when the record has no twin figures). The twin's verdict and the image's CRLB rest on
+    that model, so a record with a problem has neither (see :func:`apply_gain_basis` and
+    remflow.precision.twin.efficiency)."""
+    problems = []
+    chi2 = _number(record.get("noise_reduced_chi_square"))
+    if chi2 is not None and chi2 > MAX_TWIN_REDUCED_CHI_SQUARE:
+        problems.append(f"the image model does not explain this image (reduced chi-square {chi2:.2f} > "
+                        f"{MAX_TWIN_REDUCED_CHI_SQUARE})")
+    correlation = {axis: _number(record.get(f"noise_correlation_{axis}")) for axis in ("x", "y")}
+    if any(value is not None and abs(value) > MAX_NOISE_CORRELATION for value in correlation.values()):
+        shown = ", ".join(f"{axis} {value:.2f}" for axis, value in correlation.items() if value is not None)
+        problems.append(f"its noise is correlated between neighbouring pixels (lag-1 correlation {shown}; "
+                        f"above {MAX_NOISE_CORRELATION} the twin's independent-pixel noise is not this image's)")
+    return "; ".join(problems) or None
 
 
 def _available(record: dict[str, Any], gain_key: str) -> bool:
     values = [record.get(gain_key), record.get(f"{gain_key}_ci_low"), record.get(f"{gain_key}_ci_high")]
-    if gain_key == "twin_gain" and not _twin_model_adequate(record):
+    if gain_key == "twin_gain" and twin_model_problem(record):
         return False
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def _twin_model_adequate(record: dict[str, Any]) -> bool:
-    chi2 = record.get("noise_reduced_chi_square")
-    return not isinstance(chi2, (int, float)) or chi2 <= MAX_TWIN_REDUCED_CHI_SQUARE
 
 
 def choose_gain_basis(record: dict[str, Any]) -> str | None:
@@ -66,9 +92,9 @@ def apply_gain_basis(record: dict[str, Any]) -> dict[str, Any]:
         out[f"{previous}_gain_ci_low"] = out.get("precision_gain_ci_low")
         out[f"{previous}_gain_ci_high"] = out.get("precision_gain_ci_high")
     basis = choose_gain_basis(out)
-    if out.get("twin_gain") is not None and not _twin_model_adequate(out):
-        out["twin_note"] = (f"not the verdict basis: the image model does not explain this image (reduced "
-                            f"chi-square {out['noise_reduced_chi_square']:.2f} > {MAX_TWIN_REDUCED_CHI_SQUARE})")
+    problem = twin_model_problem(out)
+    if out.get("twin_gain") is not None and problem:
+        out["twin_note"] = f"not the verdict basis: {problem}"
     if basis is None:
         return out
     gain_key = next(g for n, g, _ in GAIN_BASES if n == basis)

@@ -95,7 +95,7 @@ TWIN_FIELDS: list[str] = (
        "twin_shared_fraction_raw", "twin_shared_fraction_restored", "twin_shared_error_restored_px",
        "twin_replicas", "twin_columns", "twin_truth", "twin_status", "twin_note",
        "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
-       "electrons_peak", "equivalent_dose_e_per_A2",
+       "noise_correlation_x", "noise_correlation_y", "electrons_peak", "equivalent_dose_e_per_A2",
        "crlb_px", "crlb_radial_px", "error_over_crlb_raw", "error_over_crlb_restored", "crlb_basis", "crlb_note"]
     + [f"{name.removesuffix('_px')}_pm{suffix}" for name in _FIGURES for suffix in _CI]
     + ["twin_bias_restored_pm", "crlb_pm", "crlb_radial_pm"]
@@ -271,7 +271,8 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
     figures.update({
         "noise_gain": noise.gain, "noise_read_sigma": noise.read_noise, "noise_read_variance": noise.read_variance,
         "noise_offset": noise.offset, "noise_reduced_chi_square": noise.reduced_chi_square,
-        "noise_method": noise.method, "model_sigma_px": model.sigma,
+        "noise_method": noise.method, "noise_correlation_x": noise.correlation_x,
+        "noise_correlation_y": noise.correlation_y, "model_sigma_px": model.sigma,
         **equivalent_dose(model, noise, pixel_size_pm),
         "twin_truth": truth, "twin_replicas": replicas, "twin_seed": seed, "twin_box": list(whole_box),
         "twin_line_jitter_px": line_jitter_px,
@@ -481,21 +482,20 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
     restored error is under the bound, ``crlb_note`` = BELOW_BOUND_NOTE. An unbiased
     estimator cannot go below 1 (the bound holds for unbiased estimators only).
 
-    The bound is the image model's: where that model does not explain the image (reduced
-    chi-square above remflow.precision.basis.MAX_TWIN_REDUCED_CHI_SQUARE) the bound is not
+    The bound is the image model's: where that model does not hold for the image
+    (:func:`remflow.precision.basis.twin_model_problem`: reduced chi-square above
+    MAX_TWIN_REDUCED_CHI_SQUARE, or noise correlated between neighbouring pixels) the bound is not
     reported at all (``crlb_*`` set to None, ``crlb_note`` says why). Why: on the default frame
     exp_hrstem_2 (chi-square 4.08) the model gave a bound of 32 px for columns fitted to
     about 0.6 px, and an efficiency of 0.02 - a number that looks precise and is not.
     """
-    from remflow.precision.basis import MAX_TWIN_REDUCED_CHI_SQUARE
+    from remflow.precision.basis import twin_model_problem
 
     out: dict[str, Any] = {}
-    chi2 = record.get("noise_reduced_chi_square")
-    if (record.get("crlb_px") is not None and isinstance(chi2, (int, float))
-            and not chi2 <= MAX_TWIN_REDUCED_CHI_SQUARE):
+    problem = twin_model_problem(record)
+    if record.get("crlb_px") is not None and problem:
         out.update(dict.fromkeys(("crlb_px", "crlb_radial_px", "crlb_pm", "crlb_radial_pm")))
-        out["crlb_note"] = (f"no bound: the image model does not explain this image (reduced chi-square "
-                            f"{chi2:.2f} > {MAX_TWIN_REDUCED_CHI_SQUARE}); a bound from it would not hold")
+        out["crlb_note"] = f"no bound: {problem}; a bound from this model would not hold"
         return out
     bound = record.get("crlb_radial_px")
     if bound is None or not (isinstance(bound, (int, float)) and bound > 0):
