@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from PIL import Image  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 from remflow.atomic import atomic_path, write_text  # noqa: E402
@@ -155,9 +156,19 @@ def _verdict_words(verdict: str) -> str:
 
 
 def _save(figure: Figure, path: str | Path) -> None:
-    """PNG without timestamp or software tag, so that reruns give identical files; atomic."""
+    """PNG without timestamp or software tag, so that reruns give identical files; atomic.
+
+    Drawn once (savefig draws twice under a layout engine: once without rendering, only to run
+    it) and, when opaque, written as RGB at zlib level 3: for a per-sample figure that is about
+    half the encoding time of RGBA at the default level 6, and a smaller file.
+    """
     with plt.rc_context(STYLE), atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", metadata={"Software": None})
+        figure.canvas.draw()
+        pixels = np.asarray(figure.canvas.buffer_rgba())
+        if (pixels[..., 3] == 255).all():
+            pixels = pixels[..., :3]
+        # PIL writes no tIME or text chunk unless asked: no Software tag, no timestamp.
+        Image.fromarray(pixels).save(tmp, format="png", compress_level=3, dpi=(figure.dpi, figure.dpi))
     plt.close(figure)
 
 
