@@ -14,6 +14,7 @@ from pathlib import Path
 import hyperspy.api as hs
 import numpy as np
 import pytest
+import yaml
 
 from conftest import (REPO, SNAKEFILE, SNAKEMAKE, make_small_config, noisy_lattice, run_snakemake,
                       write_simulated_sample)
@@ -89,8 +90,10 @@ def test_workflow_on_slurm_gpu_for_restoration_retry_after_scancel_and_same_resu
         assert gpus_requested(fields) == 1 and re.fullmatch(r"gres[:/]gpu:1", fields.get("TresPerJob", "")), fields
         assert not fields.get("TresPerNode"), fields
         assert time_limit_minutes(fields) == 120  # the workflow profile's restore_batch runtime
+    profile = REPO / "workflow" / "profiles" / "default" / "config.yaml"
+    threads = yaml.safe_load(profile.read_text(encoding="utf-8"))["set-threads"]["restore_batch"]
     for fields in gpus_fields:
-        assert int(fields["NumCPUs"]) == 2  # the workflow profile's restore_batch threads
+        assert int(fields["NumCPUs"]) == threads  # the workflow profile's restore_batch threads
     for rule in ("ingest_batch", "analyse_batch"):
         for job in by_rule[rule]:
             assert gpus_requested(job_fields(slurm_cluster, job["id"])) == 0, job
