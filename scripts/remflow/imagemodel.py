@@ -314,7 +314,8 @@ def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> t
     filtered by [0.3, 1, 0.3] along x gives 0.507 along x (true 0.508) and -0.02 along y,
     with or without that model error. Real default frames (x, y; whole frame, the twin's noise
     mask): exp_hrstem_0 0.05, 0.00; exp_hrstem_1 0.08, 0.00; exp_hrstem_2 0.07, 0.00;
-    exp_hrstem_4 0.44, 0.25.
+    exp_hrstem_4 0.44, 0.25. Scatter for independent pixels: about 2.7 / sqrt(pixels) (0.043
+    at 64x64, 0.007 at 384x384; 40 white-noise images each).
     Returns NaN for an axis without pixel pairs.
     """
     data = np.asarray(filtered, dtype=np.float64)
