@@ -13,7 +13,7 @@ import hyperspy.api as hs
 
 from remflow.atomic import atomic_path, write_json
 from remflow.batch import remove_outputs, up_to_date, write_batch_folder, write_stamp
-from remflow.restore import restorer_from_settings
+from remflow.restore import restore_members, restorer_from_settings
 from remflow.runlog import provenance, setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -45,19 +45,10 @@ if todo:
             log.error("%s", traceback.format_exc())
             status[sample] = f"failed in restore: sample '{sample}': {type(err).__name__}: {err}"
     started = time.perf_counter()
-    names = list(raws)
-    try:
-        # Whole images of one shape share network calls on a GPU; big ones go in tiles.
-        restored_data = dict(zip(names, restorer.restore_many([raws[s].data for s in names])))
-    except Exception:  # noqa: BLE001 - find the member that fails, restore the others
-        log.error("batch restoration failed, restoring one by one:\n%s", traceback.format_exc())
-        restored_data = {}
-        for sample in names:
-            try:
-                restored_data[sample] = restorer.restore(raws[sample].data)
-            except Exception as err:  # noqa: BLE001
-                log.error("%s: %s", sample, traceback.format_exc())
-                status[sample] = f"failed in restore: sample '{sample}': {type(err).__name__}: {err}"
+    # Whole images of one shape share network calls on a GPU; big ones go in tiles.
+    restored_lists, failures = restore_members(restorer, {s: [raw.data] for s, raw in raws.items()}, "restore")
+    status.update(failures)
+    restored_data = {sample: images[0] for sample, images in restored_lists.items() if sample not in failures}
     log.info("restored %d images in %.3f s (network time inside this job)", len(restored_data),
              time.perf_counter() - started)
     for sample, data in restored_data.items():

@@ -14,7 +14,7 @@ import numpy as np
 
 from remflow.atomic import atomic_path
 from remflow.batch import remove_outputs, statuses, up_to_date, write_batch_folder, write_stamp
-from remflow.restore import restorer_from_settings
+from remflow.restore import restore_members, restorer_from_settings
 from remflow.runlog import setup_logging
 
 log = setup_logging(snakemake.log[0])
@@ -42,25 +42,16 @@ for sample in todo:
     except Exception as err:  # noqa: BLE001 - one unreadable member fails alone
         log.error("%s", traceback.format_exc())
         status[sample] = f"failed in restore_twin: sample '{sample}': {type(err).__name__}: {err}"
-images = [(sample, image) for sample, stack in stacks.items() for image in stack]
-restored = {sample: [] for sample in stacks}
-log.info("%d members, %d to restore (%d replicas) with %s", len(specs), len(stacks), len(images), network)
-if images:  # samples without columns have no replicas: no network needed
+n_images = sum(len(stack) for stack in stacks.values())
+restored = {sample: [] for sample in stacks}  # members without replicas keep an empty stack
+log.info("%d members, %d to restore (%d replicas) with %s", len(specs), len(stacks), n_images, network)
+if n_images:  # samples without columns have no replicas: no network needed
     restorer = restorer_from_settings(network, settings)
     started, cpu_started = time.perf_counter(), time.process_time()
-    try:
-        for (sample, _), result in zip(images, restorer.restore_many([image for _, image in images])):
-            restored[sample].append(result)
-    except Exception:  # noqa: BLE001 - find the member that fails, restore the others
-        log.error("batch restoration failed, restoring member by member:\n%s", traceback.format_exc())
-        restored = {sample: [] for sample in stacks}
-        for sample, stack in stacks.items():
-            try:
-                restored[sample] = restorer.restore_many(list(stack))
-            except Exception as err:  # noqa: BLE001
-                log.error("%s: %s", sample, traceback.format_exc())
-                status[sample] = f"failed in restore_twin: sample '{sample}': {type(err).__name__}: {err}"
-    log.info("restored %d replicas in %.1f s (%.1f s CPU) on %s (network time inside this job)", len(images),
+    restored, failures = restore_members(restorer, {sample: list(stack) for sample, stack in stacks.items()},
+                                         "restore_twin")
+    status.update(failures)
+    log.info("restored %d replicas in %.1f s (%.1f s CPU) on %s (network time inside this job)", n_images,
              time.perf_counter() - started, time.process_time() - cpu_started, restorer.device)
 for sample, stack in stacks.items():
     if status[sample] != "ok":

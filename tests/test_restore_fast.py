@@ -51,3 +51,19 @@ def test_per_image_normalisation_matches_one_call_per_image(restorer, frames):
     for image, (mean, std), out in zip(batch, stats, joint):
         single = restorer.infer(image[np.newaxis], mean, std)[0]
         assert np.abs(out - single).max() <= 1e-5 * np.ptp(single)
+
+
+def test_a_member_that_cannot_be_restored_fails_alone(restorer, frames):
+    """restore_members (both restoration batch rules): a member whose image the network cannot
+    take fails with its name and reason; the others are restored as alone."""
+    from remflow.restore import restore_members
+
+    members = {"good": [frames[0][:32, :32]], "flat": [np.zeros(32, dtype=np.float32)],
+               "stack": [frames[1][:32, :32], frames[2][:32, :32]]}
+    restored, failures = restore_members(restorer, members, "restore")
+    assert list(failures) == ["flat"]
+    assert failures["flat"].startswith("failed in restore: sample 'flat': ValueError: expected 2D")
+    for sample in ("good", "stack"):
+        assert len(restored[sample]) == len(members[sample])
+        for image, out in zip(members[sample], restored[sample]):
+            assert np.array_equal(out, restorer.restore(image))

@@ -189,3 +189,20 @@ def test_no_bound_from_an_image_model_that_does_not_explain_the_image():
     assert correlated["crlb_px"] is None and "lag-1 correlation x 0.44" in correlated["crlb_note"]
     assert efficiency({**record, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.05,
                        "noise_correlation_y": -0.01})["crlb_basis"] == "twin"
+
+
+def test_the_dataset_figure_flags_twins_whose_model_does_not_hold():
+    from remflow.twin_figures import twin_rows
+
+    base = {"twin_error_raw_px": 0.2, "twin_error_restored_px": 0.1, "crlb_radial_px": 0.15}
+    summary = pd.DataFrame([
+        {"sample": "good", **base, "noise_reduced_chi_square": 1.02, "noise_correlation_x": 0.01,
+         "noise_correlation_y": -0.02},
+        {"sample": "bad", **base, "noise_reduced_chi_square": 4.08, "noise_correlation_x": 0.45,
+         "noise_correlation_y": 0.26},
+        {"sample": "correlated", **base, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.05,
+         "noise_correlation_y": -0.3},
+    ])
+    labels = dict(zip(twin_rows(summary)["sample"], twin_rows(summary)["basis"]))
+    assert labels == {"good": "twin", "bad": "twin, model chi² 4.1, noise corr. 0.45: unvalidated",
+                      "correlated": "twin, noise corr. 0.30: unvalidated"}

@@ -412,3 +412,30 @@ def restorer_from_settings(network: str, settings: dict[str, Any]) -> Restorer:
     return Restorer(network, max_whole_pixels=settings["max_whole_pixels"], tile_px=settings["tile_px"],
                     context_px=settings["context_px"], blend_px=settings["blend_px"],
                     tile_batch=settings["tile_batch"], dtype=settings.get("dtype", "float32"))
+
+
+def restore_members(restorer: Restorer, members: dict[str, Sequence[np.ndarray]],
+                    step: str) -> tuple[dict[str, list[np.ndarray]], dict[str, str]]:
+    """Restore the images of a batch's members (sample -> 2D images or 3D stacks) with one network.
+
+    All images go to one :meth:`Restorer.restore_many` call (images of one shape share network
+    calls on a GPU); when that call fails, member by member, so that one bad member fails alone.
+    Returns (sample -> its restored images, in order; sample -> ``failed in <step>: sample
+    '<name>': <error>`` for each member that failed, absent from the first mapping).
+    """
+    images = [(sample, image) for sample, stack in members.items() for image in stack]
+    restored: dict[str, list[np.ndarray]] = {sample: [] for sample in members}
+    failures: dict[str, str] = {}
+    try:
+        for (sample, _), result in zip(images, restorer.restore_many([image for _, image in images])):
+            restored[sample].append(result)
+    except Exception:  # noqa: BLE001 - find the member that fails, restore the others
+        log.exception("batch restoration failed, restoring member by member")
+        restored = {}
+        for sample, stack in members.items():
+            try:
+                restored[sample] = restorer.restore_many(list(stack))
+            except Exception as err:  # noqa: BLE001
+                log.exception("%s", sample)
+                failures[sample] = f"failed in {step}: sample '{sample}': {type(err).__name__}: {err}"
+    return restored, failures

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from remflow.atomic import atomic_path  # noqa: E402
-from remflow.precision.basis import MAX_NOISE_CORRELATION, MAX_TWIN_REDUCED_CHI_SQUARE, twin_model_problem  # noqa: E402
+from remflow.precision.basis import twin_model_flags  # noqa: E402
 
 KIND_COLOURS = {"raw": "#4d4d4d", "restored": "#2166ac"}
 
@@ -39,15 +39,9 @@ def twin_rows(summary: pd.DataFrame) -> pd.DataFrame:
             if raw is None or restored is None:
                 continue
             label = basis
-            if basis == "twin" and twin_model_problem(row.to_dict()):
-                # The twin of a model that does not hold for the image is shown, flagged, never bare.
-                chi2 = _number(row.get("noise_reduced_chi_square"))
-                worst = max((abs(v) for v in (_number(row.get("noise_correlation_x")),
-                                              _number(row.get("noise_correlation_y"))) if v is not None), default=0.0)
-                reason = [f"model chi² {chi2:.1f}"] if chi2 is not None and chi2 > MAX_TWIN_REDUCED_CHI_SQUARE else []
-                if worst > MAX_NOISE_CORRELATION:
-                    reason.append(f"noise corr. {worst:.2f}")
-                label = f"twin, {', '.join(reason)}: unvalidated"
+            flags = twin_model_flags(row.to_dict()) if basis == "twin" else None
+            if flags:  # the twin of a model that does not hold for the image is shown, flagged, never bare
+                label = f"twin, {flags}: unvalidated"
             entry = {"sample": row["sample"], "basis": label, "crlb_radial_px": bound}
             for kind in ("raw", "restored"):
                 name = f"{prefix}_{kind}_px"

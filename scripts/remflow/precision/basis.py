@@ -50,22 +50,35 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(short label, sentence) for each reason the twin's model does not hold for this image."""
+    problems = []
+    chi2 = _number(record.get("noise_reduced_chi_square"))
+    if chi2 is not None and chi2 > MAX_TWIN_REDUCED_CHI_SQUARE:
+        problems.append((f"model chi² {chi2:.1f}",
+                         f"the image model does not explain this image (reduced chi-square {chi2:.2f} > "
+                         f"{MAX_TWIN_REDUCED_CHI_SQUARE})"))
+    correlation = {axis: _number(record.get(f"noise_correlation_{axis}")) for axis in ("x", "y")}
+    worst = max((abs(value) for value in correlation.values() if value is not None), default=0.0)
+    if worst > MAX_NOISE_CORRELATION:
+        shown = ", ".join(f"{axis} {value:.2f}" for axis, value in correlation.items() if value is not None)
+        problems.append((f"noise corr. {worst:.2f}",
+                         f"its noise is correlated between neighbouring pixels (lag-1 correlation {shown}; "
+                         f"above {MAX_NOISE_CORRELATION} the twin's independent-pixel noise is not this image's)"))
+    return problems
+
+
 def twin_model_problem(record: dict[str, Any]) -> str | None:
     """Why the twin's image and noise model do not hold for this image, or None when they do
     (or when the record has no twin figures). The twin's verdict and the image's CRLB rest on
     that model, so a record with a problem has neither (see :func:`apply_gain_basis` and
     remflow.precision.twin.efficiency)."""
-    problems = []
-    chi2 = _number(record.get("noise_reduced_chi_square"))
-    if chi2 is not None and chi2 > MAX_TWIN_REDUCED_CHI_SQUARE:
-        problems.append(f"the image model does not explain this image (reduced chi-square {chi2:.2f} > "
-                        f"{MAX_TWIN_REDUCED_CHI_SQUARE})")
-    correlation = {axis: _number(record.get(f"noise_correlation_{axis}")) for axis in ("x", "y")}
-    if any(value is not None and abs(value) > MAX_NOISE_CORRELATION for value in correlation.values()):
-        shown = ", ".join(f"{axis} {value:.2f}" for axis, value in correlation.items() if value is not None)
-        problems.append(f"its noise is correlated between neighbouring pixels (lag-1 correlation {shown}; "
-                        f"above {MAX_NOISE_CORRELATION} the twin's independent-pixel noise is not this image's)")
-    return "; ".join(problems) or None
+    return "; ".join(sentence for _, sentence in _twin_model_problems(record)) or None
+
+
+def twin_model_flags(record: dict[str, Any]) -> str | None:
+    """:func:`twin_model_problem` in a few words for a figure label (``model chi² 4.1, noise corr. 0.45``)."""
+    return ", ".join(short for short, _ in _twin_model_problems(record)) or None
 
 
 def _available(record: dict[str, Any], gain_key: str) -> bool:
