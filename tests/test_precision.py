@@ -238,6 +238,21 @@ def test_bootstrap_interval_of_a_mean():
     assert bootstrap_ci(values, np.mean, n_boot=2000, seed=0) == (low, high)
 
 
+def test_bootstrap_of_means_gives_the_intervals_of_the_per_resample_loop():
+    """The vectorised bootstrap (precision figures) draws the same resamples as bootstrap_ci."""
+    from remflow.precision.stats import _ratio_of_rms, _ratio_of_rms_of_means, _rms_of, _rms_of_means
+    from remflow.precision.stats import bootstrap_ci_of_means
+
+    rng = np.random.default_rng(3)
+    squared = np.column_stack([rng.chisquare(2, 537) * 0.3, rng.chisquare(2, 537) * 0.1])
+    for values, loop, vectorised in ((squared[:, 0], _rms_of, _rms_of_means),
+                                     (squared, _ratio_of_rms, _ratio_of_rms_of_means)):
+        expected = bootstrap_ci(values, loop, n_boot=2000, seed=7)
+        assert bootstrap_ci_of_means(values, vectorised, n_boot=2000, seed=7) == pytest.approx(expected, rel=1e-12)
+    # A restored error of exactly 0 gives an infinite gain, as the loop's statistic does.
+    assert _ratio_of_rms_of_means(np.array([[1.0, 0.0], [0.0, 0.0], [4.0, 1.0]])).tolist() == [np.inf, np.inf, 2.0]
+
+
 def test_a_table_without_usable_columns_gives_no_figures_and_no_crash():
     summary = precision_summary(empty_table(False), image_shape=(64, 64), separation_px=10.0, pixel_size_pm=20.0)
     assert summary["status"].startswith("too few usable columns")

@@ -37,6 +37,43 @@ def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], float], *
     low, high = np.nanpercentile(stats, [tail, 100 - tail])
     return float(low), float(high)
 
+#: Resamples whose means are computed at once (bounds the memory: chunk x rows x columns floats).
+_MEANS_CHUNK = 100
+
+
+def bootstrap_ci_of_means(values: np.ndarray, statistic_of_means: Callable[[np.ndarray], np.ndarray], *,
+                          n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """:func:`bootstrap_ci` for a statistic that depends on a resample only through its column
+    means: the same resamples (same seed, same rows), the means computed in blocks, and
+    ``statistic_of_means`` applied to all of them at once ((n_boot,) or (n_boot, columns) ->
+    (n_boot,)). Why: the per-resample Python loop of :func:`bootstrap_ci` was 90 % of the
+    precision step (0.2 s of CPU per image at 2000 resamples); this gives the same interval
+    (up to rounding in the last digits) in a tenth of the time.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))
+    means = np.empty((n_boot, *values.shape[1:]), dtype=np.float64)
+    for start in range(0, n_boot, _MEANS_CHUNK):
+        means[start:start + _MEANS_CHUNK] = values[draws[start:start + _MEANS_CHUNK]].mean(axis=1)
+    stats = np.asarray(statistic_of_means(means), dtype=np.float64)
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _rms_of_means(means: np.ndarray) -> np.ndarray:
+    return np.sqrt(means)
+
+
+def _ratio_of_rms_of_means(means: np.ndarray) -> np.ndarray:
+    """sqrt(mean raw / mean restored) per resample; infinite where the restored mean is 0 (as _ratio_of_rms)."""
+    numerator, denominator = np.sqrt(means[:, 0]), np.sqrt(means[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.inf)
+
+
 def _rms_of(squared: np.ndarray) -> float:
     return float(np.sqrt(np.mean(squared)))
 
@@ -65,9 +102,9 @@ def paired_figures_from_squares(squared: np.ndarray, *, n_boot: int, seed: int) 
     figures: dict[str, Any] = {}
     for column, kind in enumerate(KINDS):
         figures[kind] = _rms_of(squared[:, column])
-        figures[f"{kind}_ci"] = bootstrap_ci(squared[:, column], _rms_of, n_boot=n_boot, seed=seed)
+        figures[f"{kind}_ci"] = bootstrap_ci_of_means(squared[:, column], _rms_of_means, n_boot=n_boot, seed=seed)
     figures["gain"] = _ratio_of_rms(squared)
-    figures["gain_ci"] = bootstrap_ci(squared, _ratio_of_rms, n_boot=n_boot, seed=seed)
+    figures["gain_ci"] = bootstrap_ci_of_means(squared, _ratio_of_rms_of_means, n_boot=n_boot, seed=seed)
     return figures
 
 
