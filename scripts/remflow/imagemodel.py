@@ -320,6 +320,7 @@ def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> t
     """
     data = np.asarray(filtered, dtype=np.float64)
     mask = np.ones(data.shape, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    low, high = _lag1_filtered_correlation(-0.5), _lag1_filtered_correlation(0.5)
     out = []
     for axis in (1, 0):  # x (along a row), then y
         first = [slice(None), slice(None)]
@@ -331,7 +332,6 @@ def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> t
             continue
         a, b = data[tuple(first)][pairs], data[tuple(second)][pairs]
         measured = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
-        low, high = _lag1_filtered_correlation(-0.5), _lag1_filtered_correlation(0.5)
         if measured <= low:
             tap = -0.5
         elif measured >= high:

@@ -31,8 +31,16 @@ def bootstrap_ci(values: np.ndarray, statistic: Callable[[np.ndarray], float], *
     values = np.asarray(values)
     if len(values) == 0:
         return float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))
-    stats = np.array([statistic(values[rows]) for rows in draws], dtype=np.float64)
+    stats = np.array([statistic(values[rows]) for rows in _resamples(len(values), n_boot, seed)], dtype=np.float64)
+    return _percentile_interval(stats, level)
+
+
+def _resamples(rows: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, rows) row indices of the resamples: one generator seeded with ``seed``."""
+    return np.random.default_rng(seed).integers(0, rows, size=(n_boot, rows))
+
+
+def _percentile_interval(stats: np.ndarray, level: float) -> tuple[float, float]:
     tail = 100 * (1 - level) / 2
     low, high = np.nanpercentile(stats, [tail, 100 - tail])
     return float(low), float(high)
@@ -53,14 +61,11 @@ def bootstrap_ci_of_means(values: np.ndarray, statistic_of_means: Callable[[np.n
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))
+    draws = _resamples(len(values), n_boot, seed)
     means = np.empty((n_boot, *values.shape[1:]), dtype=np.float64)
     for start in range(0, n_boot, _MEANS_CHUNK):
         means[start:start + _MEANS_CHUNK] = values[draws[start:start + _MEANS_CHUNK]].mean(axis=1)
-    stats = np.asarray(statistic_of_means(means), dtype=np.float64)
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(stats, [tail, 100 - tail])
-    return float(low), float(high)
+    return _percentile_interval(np.asarray(statistic_of_means(means), dtype=np.float64), level)
 
 
 def _rms_of_means(means: np.ndarray) -> np.ndarray:
@@ -69,9 +74,10 @@ def _rms_of_means(means: np.ndarray) -> np.ndarray:
 
 def _ratio_of_rms_of_means(means: np.ndarray) -> np.ndarray:
     """sqrt(mean raw / mean restored) per resample; infinite where the restored mean is 0 (as _ratio_of_rms)."""
-    numerator, denominator = np.sqrt(means[:, 0]), np.sqrt(means[:, 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.inf)
+    ratio = np.full(len(means), np.inf)
+    positive = means[:, 1] > 0
+    ratio[positive] = np.sqrt(means[positive, 0]) / np.sqrt(means[positive, 1])
+    return ratio
 
 
 def _rms_of(squared: np.ndarray) -> float:
