@@ -208,6 +208,68 @@ def test_sample_without_lattice_still_shows_images_and_says_why(tmp_path: Path) 
     assert_not_blank(tmp_path / "amorphous.png", (1000, 700))
 
 
+def _panel_boxes(figure) -> list[tuple[str, object]]:
+    """(name, window extent incl. ticks, labels, titles and texts) of every panel, colour bar
+    and secondary axis, and of the figure title, after drawing."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = [("suptitle", figure._suptitle.get_window_extent(renderer))]
+    for index, axis in enumerate(figure.axes):
+        boxes.append((f"axes {index} ({axis.get_title()[:30]!r})", axis.get_tightbbox(renderer)))
+    return boxes
+
+
+def _series_record(record: dict) -> dict:
+    """A frame series' precision record: per-frame drift and scatter as remflow.precision.series writes them."""
+    frames = list(range(12))
+    series = {"series_n_frames": 12, "series_frames": frames, "series_n_columns_used": 63,
+              "series_precision_raw_px": 0.31, "series_precision_restored_px": 0.12, "series_gain": 2.6,
+              "series_verdict": "helps"}
+    for kind, scale in (("raw", 1.0), ("restored", 0.4)):
+        series[f"series_drift_{kind}_px"] = [[0.3 * f * scale, -12.5 * f * scale] for f in frames]
+        series[f"series_frame_rms_{kind}_px"] = [0.3 * scale + 0.01 * f for f in frames]
+    return {**record, **series}
+
+
+@pytest.mark.parametrize("case", ["calibrated", "uncalibrated", "series", "wide", "tall", "large values"])
+def test_sample_figure_text_never_overlaps_and_stays_inside(case: str) -> None:
+    """The per-sample figure's layout is fixed (no layout solver): every panel's texts, ticks and
+    colour-bar labels must still fit their room, for the longest titles and labels it carries."""
+    raw, restored, columns = synthetic_sample()
+    pixel_size = None if case == "uncalibrated" else 12.345
+    record = precision_record(columns, pixel_size_pm=pixel_size, with_truth=True)
+    record["sample"] = "a_rather_long_sample_name_from_a_microscope_session_2026-11-30_0042"
+    record["status"] = "ok (3 columns near the border left out, 2 fits failed)"
+    if case == "series":
+        record = _series_record(record)
+    if case in ("wide", "tall"):
+        take = slice(0, 40) if case == "wide" else (slice(None), slice(0, 40))
+        raw, restored = raw[take], restored[take]
+        inside = (columns["y_raw_px"] < 40) if case == "wide" else (columns["x_raw_px"] < 40)
+        columns = columns[inside].reset_index(drop=True)
+    if case == "large values":  # intensities in the tens of thousands, displacements of many px
+        raw, restored = 1000.0 * raw + 30000.0, 1000.0 * restored + 30000.0
+        columns = columns.copy()
+        columns["x_restored_px"] += 7.5
+    figure = figures.sample_figure(raw, restored, columns, record, pixel_size_pm=pixel_size,
+                                   separation_px=SPACING_PX, series=case == "series")
+    try:
+        boxes = _panel_boxes(figure)
+        whole = figure.bbox
+        assert len(boxes) == 1 + (12 if case == "series" else 9)
+        for name, box in boxes:
+            assert (box.x0 >= whole.x0 - 0.5 and box.y0 >= whole.y0 - 0.5 and box.x1 <= whole.x1 + 0.5
+                    and box.y1 <= whole.y1 + 0.5), f"{name} leaves the figure: {box} vs {whole}"
+        for first in range(len(boxes)):
+            for second in range(first + 1, len(boxes)):
+                (name_a, a), (name_b, b) = boxes[first], boxes[second]
+                overlap_x = min(a.x1, b.x1) - max(a.x0, b.x0)
+                overlap_y = min(a.y1, b.y1) - max(a.y0, b.y0)
+                assert overlap_x <= 0.5 or overlap_y <= 0.5, f"{name_a} overlaps {name_b}: {a} vs {b}"
+    finally:
+        plt.close(figure)
+
+
 def test_scale_bar_length_is_round_and_in_a_readable_unit() -> None:
     assert figures.nice_length(37.0) == 20.0
     assert figures.nice_length(5.0) == 5.0
