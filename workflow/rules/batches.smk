@@ -12,6 +12,7 @@ rule analyse_batch:
         **step_outputs(ANALYSE_STEPS),
     log:
         "logs/batches/analyse/{batch}.log",
+    priority: BATCH_PRIORITY["analyse_batch"]
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -32,6 +33,7 @@ if TWIN:
             directory("results/batches/restore_twin/{batch}"),
         log:
             "logs/batches/restore_twin/{batch}.log",
+        priority: BATCH_PRIORITY["restore_twin_batch"]
         conda:
             "../../envs/restore.yaml"
         resources:
@@ -54,6 +56,7 @@ if TWIN:
             **step_outputs(FINISH_STEPS),
         log:
             "logs/batches/finish/{batch}.log",
+        priority: BATCH_PRIORITY["finish_batch"]
         conda:
             "../../envs/analysis.yaml"
         params:

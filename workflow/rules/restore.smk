@@ -7,6 +7,7 @@ rule restore_batch:
         directory("results/batches/restore/{batch}"),
     log:
         "logs/batches/restore/{batch}.log",
+    priority: BATCH_PRIORITY["restore_batch"]
     conda:
         "../../envs/restore.yaml"
     resources:
