@@ -239,7 +239,7 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None) -> pd.
     of them, spread evenly). Returns ``column``, ``x_px``, ``y_px``, ``crlb_x_px``,
     ``crlb_y_px`` and ``crlb_px`` (per axis).
     """
-    from remflow.imagemodel import background_basis
+    from remflow.imagemodel import background_basis, whiten_columns
 
     sigma = model.column_sigma()
     parts, order = [], []
@@ -255,6 +255,8 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None) -> pd.
     position[members] = np.arange(len(members))
     basis = background_basis(model.shape, model.background_degree if model.background_degree >= 0 else 2)
     derivatives = sparse.hstack([derivatives, sparse.csc_array(basis)], format="csc")
+    # Correlated noise C = K diag(v) K^T: prewhitening gives J = (K^-1 D)^T diag(1 / v) (K^-1 D).
+    derivatives = whiten_columns(derivatives, model.shape, noise.kernel_x, noise.kernel_y)
     variance = noise.variance(model.image).ravel()
     information = sparse.csc_array(derivatives.T @ (sparse.diags_array(1.0 / variance) @ derivatives))
     if columns is None:
