@@ -17,9 +17,6 @@ import time
 import numpy as np
 from scipy import optimize
 
-from remflow.crlb import image_position_crlbs
-from remflow.imagemodel import (NoiseModel, fit_image_model, fit_noise_model, model_parameter_count, tap_correlation,
-                                whiten)
 from remflow.synthetic import LatticeSpec, render, true_positions
 
 GAIN, READ = 2.5, 15.0  # image units per electron, Gaussian read noise (image units)
@@ -28,6 +25,8 @@ CASES = {"independent": (0.0, 0.0), "x 0.3": (0.3, 0.0), "x 0.3, y 0.15": (0.3, 
 
 def lattice_image(seed: int, taps: tuple[float, float], shape=(128, 128)):
     """A synthetic lattice (peak 400 units) with Poisson-Gaussian noise filtered by the kernel."""
+    from remflow.imagemodel import NoiseModel
+
     spec = LatticeSpec(shape=shape, position_jitter_px=0.1, seed=seed)
     positions = true_positions(spec)
     clean = render(spec, positions)
@@ -38,6 +37,8 @@ def lattice_image(seed: int, taps: tuple[float, float], shape=(128, 128)):
 
 
 def part_fit(seeds: list[int]) -> None:
+    from remflow.imagemodel import fit_image_model, fit_noise_model, model_parameter_count, tap_correlation
+
     for name, taps in CASES.items():
         for seed in seeds:
             spec, positions, image = lattice_image(seed, taps)
@@ -58,6 +59,9 @@ def _column_image(shape, x, y, amplitude, sigma, background):
 def part_crlb(replicas: int) -> None:
     """One isolated column (x, y, amplitude, constant background estimated) at a high dose;
     maximum-likelihood (prewhitened, weighted) and plain least-squares fits of many draws."""
+    from remflow.crlb import image_position_crlbs
+    from remflow.imagemodel import NoiseModel, fit_image_model, whiten
+
     shape, sigma, amplitude, background = (32, 32), 2.0, 4000.0, 400.0
     x0, y0 = 15.3, 16.1
     mean = _column_image(shape, x0, y0, amplitude, sigma, background)
@@ -90,6 +94,9 @@ def part_crlb(replicas: int) -> None:
 
 
 def part_cost() -> None:
+    from remflow.crlb import image_position_crlbs
+    from remflow.imagemodel import NoiseModel, fit_image_model
+
     spec = LatticeSpec(shape=(384, 384), seed=1)
     positions = true_positions(spec)
     mean = 400.0 * render(spec, positions) / render(spec, positions).max()
@@ -103,11 +110,60 @@ def part_cost() -> None:
         print(f"taps {taps}: {time.perf_counter() - start:.2f} s, median bound {table['crlb_px'].median():.4f} px")
 
 
+def part_twin(dose: float, replicas: int, seed: int) -> None:
+    """The twin on a synthetic lattice (tests/test_twin.py's: 128x128, displacements 0.15 px)
+    whose shot noise is filtered by [0.3, 1, 0.3] along x and [0.15, 1, 0.15] along y; real
+    TensorFlow restoration, fitted without truth; truth RMSE recomputed from the table."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_twin import JITTER, SHAPE, truth_rmse
+
+    from remflow.columns import fit_columns
+    from scipy import ndimage
+    from remflow.precision.twin import fit_replicas, plan_twin, twin_figures
+    from remflow.restore import Restorer
+    from remflow.synthetic import Degradation, degrade, expected_counts
+
+    restorer = Restorer("sfr_hrstem")
+    spec = LatticeSpec(shape=SHAPE, position_jitter_px=JITTER, seed=seed)
+    truth = true_positions(spec)
+    degradation = Degradation(dose_e_per_A2=dose, seed=seed)
+    clean = render(spec, truth)
+    expected = expected_counts(clean, degradation)
+    # The filter of remflow.imagemodel.correlate_noise, written out so that this part also runs on
+    # the code of before the kernel (PYTHONPATH=<old checkout>/scripts) for comparison.
+    noise = degrade(clean, degradation).astype(np.float64) - expected
+    for axis, tap in ((1, 0.3), (0, 0.15)):
+        noise = ndimage.correlate1d(noise, np.array([tap, 1.0, tap]) / np.sqrt(1 + 2 * tap**2), axis=axis,
+                                    mode="reflect")
+    raw = expected + noise
+    restored = restorer.restore(raw)
+    fit = fit_columns(raw, restored, separation_px=spec.spacing_px, refine="batched", min_columns=10)
+    start = time.perf_counter()
+    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=replicas, seed=0)
+    planned = time.perf_counter() - start
+    fits = fit_replicas(plan.columns, plan.replicas, np.array(restorer.restore_many(list(plan.replicas))),
+                        separation_px=fit.separation_px)
+    twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
+    real = truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px)
+    keys = ("noise_gain", "noise_read_sigma", "noise_kernel_x", "noise_kernel_y", "noise_correlation_x",
+            "noise_correlation_y", "noise_reduced_chi_square", "noise_method", "crlb_radial_px")
+    print(f"dose {dose} seed {seed}: plan {planned:.1f} s; truth {real}")
+    print({k: twin[k] for k in ("twin_error_raw_px", "twin_error_restored_px", "twin_gain", "twin_gain_ci_low",
+                                "twin_gain_ci_high", "twin_verdict")})
+    print({k: plan.figures.get(k) for k in keys})
+    print(f"twin / truth: raw {twin['twin_error_raw_px'] / real['raw']:.3f}, "
+          f"restored {twin['twin_error_restored_px'] / real['restored']:.3f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("part", choices=["fit", "crlb", "cost", "twin"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--replicas", type=int, default=400)
+    parser.add_argument("--dose", type=float, default=3000.0)
     args = parser.parse_args()
     if args.part == "fit":
         part_fit(args.seeds)
@@ -115,3 +171,6 @@ if __name__ == "__main__":
         part_crlb(args.replicas)
     elif args.part == "cost":
         part_cost()
+    else:
+        for seed in args.seeds:
+            part_twin(args.dose, args.replicas, seed)
