@@ -6,7 +6,9 @@ remflow.imagemodel and remflow.crlb and in docs/correlated_noise.md:
     PYTHONPATH=scripts python tests/validate_correlated_noise.py fit      # (a) noise fit
     PYTHONPATH=scripts python tests/validate_correlated_noise.py crlb     # (b) CRLB vs Monte Carlo
     PYTHONPATH=scripts python tests/validate_correlated_noise.py cost     # CRLB cost, 384x384
-    PYTHONPATH=scripts TF_USE_LEGACY_KERAS=1 python tests/validate_correlated_noise.py twin  # (c)
+    PYTHONPATH=scripts TF_USE_LEGACY_KERAS=1 python tests/validate_correlated_noise.py twin --replicas 4 \
+        --seeds 1 2 3 --dose 3000                                        # (c) twin vs truth
+    PYTHONPATH=scripts python tests/validate_correlated_noise.py misfit --phi 0.3 0.45   # RC noise
 """
 
 from __future__ import annotations
@@ -158,12 +160,80 @@ def part_twin(dose: float, replicas: int, seed: int) -> None:
           f"restored {twin['twin_error_restored_px'] / real['restored']:.3f}")
 
 
+def part_misfit(phi: float) -> None:
+    """Noise the kernel cannot represent exactly: a causal exponential (RC) low-pass along x,
+    ``y_n = phi y_{n-1} + sqrt(1 - phi^2) x_n`` (lag-k correlation phi^k), as a detector's
+    bandwidth along the fast scan gives. Prints the fitted noise model, the filtered residual's
+    lag 1-3 correlations against the three-tap kernel's prediction (the check run on
+    exp_hrstem_4), and the bound of the fitted kernel against the exact bound of that noise."""
+    from scipy import signal as sps
+
+    from remflow.crlb import image_position_crlbs
+    from remflow.imagemodel import (NoiseModel, _second_difference, fit_image_model, fit_noise_model,
+                                    model_parameter_count)
+
+    def rc(noise: np.ndarray) -> np.ndarray:
+        return sps.lfilter([np.sqrt(1 - phi**2)], [1.0, -phi], noise, axis=1)
+
+    spec = LatticeSpec(shape=(256, 256), position_jitter_px=0.1, seed=1)
+    positions = true_positions(spec)
+    mean = 400.0 * render(spec, positions) / render(spec, positions).max()
+    rng = np.random.default_rng(1)
+    image = mean + rc(GAIN * rng.poisson(mean / GAIN) + rng.normal(0.0, READ, mean.shape) - mean)
+    model = fit_image_model(image, positions["x_px"], positions["y_px"], sigma_start=2.0)
+    noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model))
+    print(f"RC phi {phi}: gain {noise.gain:.3f} (true {GAIN}) read {noise.read_noise:.2f} (true {READ}) taps "
+          f"{noise.kernel_x:.3f} {noise.kernel_y:.3f} rho1 {noise.correlation_x:.3f} chi2 "
+          f"{noise.reduced_chi_square:.3f} {noise.method}")
+    print("  filtered residual along x, lag: (measured, three-tap prediction)", lag_check(
+        _second_difference(image - model.image), noise.kernel_x, axis=1))
+    # Bound of one isolated column: fitted three-tap kernel against the exact RC covariance.
+    shape, sigma, amplitude, background, x0, y0 = (32, 32), 2.0, 4000.0, 400.0, 15.3, 16.1
+    v, u = np.indices(shape, dtype=np.float64)
+    column = amplitude * np.exp(-((u - x0) ** 2 + (v - y0) ** 2) / (2 * sigma**2)) + background
+    single = fit_image_model(column, [x0], [y0], sigma_start=sigma, fit_sigma=False, background_degree=0)
+    kernel_noise = NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0, n_pixels=column.size,
+                              kernel_x=noise.kernel_x, kernel_y=0.0)
+    bound = image_position_crlbs(single, kernel_noise, columns=np.array([0]))
+    slope = amplitude * np.exp(-((u - x0) ** 2 + (v - y0) ** 2) / (2 * sigma**2)) / sigma**2
+    derivatives = np.column_stack([(slope * (u - x0)).ravel(), (slope * (v - y0)).ravel(),
+                                   (column - background).ravel() / amplitude, np.ones(column.size)])
+    filter_x = sps.lfilter([np.sqrt(1 - phi**2)], [1.0, -phi], np.eye(shape[1]), axis=0)  # M @ x filters x
+    full = np.kron(np.eye(shape[0]), filter_x)
+    covariance = full @ np.diag(column.ravel() + 25.0) @ full.T
+    exact = np.sqrt(np.diag(np.linalg.inv(derivatives.T @ np.linalg.solve(covariance, derivatives)))[:2])
+    print(f"  isolated column bound: fitted three-tap kernel x {bound['crlb_x_px'][0]:.4f} y "
+          f"{bound['crlb_y_px'][0]:.4f}; exact RC x {exact[0]:.4f} y {exact[1]:.4f} px "
+          f"(three-tap / exact: {bound['crlb_x_px'][0] / exact[0]:.3f}, {bound['crlb_y_px'][0] / exact[1]:.3f})")
+
+
+def lag_check(filtered: np.ndarray, tap: float, axis: int) -> dict[int, tuple[float, float]]:
+    """Lag 1-3 correlations of a second-differenced residual along ``axis``: measured and the
+    three-tap kernel's prediction (noise autocorrelation 1, 2a/s, a^2/s, s = 1 + 2a^2, through
+    the [1, -2, 1] autocorrelation 1, -4, 6, -4, 1)."""
+    s = 1 + 2 * tap**2
+    rho = {0: 1.0, 1: 2 * tap / s, 2: tap**2 / s}
+    weights = {-2: 1.0, -1: -4.0, 0: 6.0, 1: -4.0, 2: 1.0}
+
+    def predicted(lag: int) -> float:
+        return sum(w * rho.get(abs(lag - m), 0.0) for m, w in weights.items())
+
+    out = {}
+    for lag in (1, 2, 3):
+        a = filtered[:, lag:] if axis == 1 else filtered[lag:, :]
+        b = filtered[:, :-lag] if axis == 1 else filtered[:-lag, :]
+        measured = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+        out[lag] = (round(measured, 4), round(predicted(lag) / predicted(0), 4))
+    return out
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin"])
+    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--replicas", type=int, default=400)
     parser.add_argument("--dose", type=float, default=3000.0)
+    parser.add_argument("--phi", type=float, nargs="+", default=[0.45])
     args = parser.parse_args()
     if args.part == "fit":
         part_fit(args.seeds)
@@ -171,6 +241,9 @@ if __name__ == "__main__":
         part_crlb(args.replicas)
     elif args.part == "cost":
         part_cost()
+    elif args.part == "misfit":
+        for phi in args.phi:
+            part_misfit(phi)
     else:
         for seed in args.seeds:
             part_twin(args.dose, args.replicas, seed)
