@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage, optimize, sparse
@@ -424,10 +425,12 @@ def kernel_matrix(size: int, tap: float) -> np.ndarray:
     return ndimage.correlate1d(np.eye(size), axis_kernel(tap), axis=0, mode="reflect")
 
 
+@lru_cache(maxsize=16)
 def whitening_matrix(size: int, tap: float) -> sparse.csr_array:
     """Sparse (size, size) inverse of :func:`kernel_matrix` (exact inverse of the finite,
     reflect-boundary kernel, entries below WHITENING_TOLERANCE of the largest dropped: a band
-    of ``ln(tol) / ln|p|`` pixels each side, 11 for ``a`` = 0.25, 30 for 0.45)."""
+    of ``ln(tol) / ln|p|`` pixels each side, 11 for ``a`` = 0.25, 30 for 0.45). A dense
+    inverse (measured: 0.13 s at 384 px, 1.0 s at 2048 px), cached: do not modify the result."""
     if tap == 0.0:
         return sparse.identity(size, format="csr")
     inverse = np.linalg.inv(kernel_matrix(size, tap))
