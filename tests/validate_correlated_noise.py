@@ -8,7 +8,8 @@ remflow.imagemodel and remflow.crlb and in docs/correlated_noise.md:
     PYTHONPATH=scripts python tests/validate_correlated_noise.py cost     # CRLB cost, 384x384
     PYTHONPATH=scripts TF_USE_LEGACY_KERAS=1 python tests/validate_correlated_noise.py twin --replicas 4 \
         --seeds 1 2 3 --dose 3000                                        # (c) twin vs truth
-    PYTHONPATH=scripts python tests/validate_correlated_noise.py misfit --phi 0.3 0.45   # RC noise
+    PYTHONPATH=scripts python tests/validate_correlated_noise.py misfit --phi 0.3 0.45 0.6  # RC noise
+    PYTHONPATH=scripts python tests/validate_correlated_noise.py scatter  # significance rule of the taps
 """
 
 from __future__ import annotations
@@ -36,6 +37,24 @@ def lattice_image(seed: int, taps: tuple[float, float], shape=(128, 128)):
     truth = NoiseModel(gain=GAIN, read_variance=READ**2, reduced_chi_square=1.0, n_pixels=mean.size,
                        kernel_x=taps[0], kernel_y=taps[1])
     return spec, positions, truth.draw(mean, np.random.default_rng(seed))
+
+
+def part_scatter(draws: int = 200) -> None:
+    """Scatter of the lag-1 correlation measured on independent Poisson noise of lattice images
+    against CORRELATION_SCATTER / sqrt(effective pixels) (the significance rule of the taps)."""
+    from remflow.imagemodel import (CORRELATION_SCATTER, _effective_pixels, _filtered_squared_signal,
+                                    _second_difference, noise_correlation)
+    from remflow.synthetic import Degradation, expected_counts
+
+    for shape, dose in (((96, 96), 20000.0), ((96, 96), 500.0), ((128, 128), 20000.0)):
+        spec = LatticeSpec(shape=shape, seed=2)
+        mean = expected_counts(render(spec, true_positions(spec)), Degradation(dose_e_per_A2=dose, seed=2))
+        effective = _effective_pixels(_filtered_squared_signal(mean, 0.0, 0.0)[0])
+        rng = np.random.default_rng(0)
+        measured = np.array([noise_correlation(_second_difference(rng.poisson(mean) - mean)) for _ in range(draws)])
+        print(f"{shape} {dose:g} e/A^2: effective pixels {effective:.0f} of {(shape[0] - 2) * (shape[1] - 2)}; "
+              f"scatter x {measured[:, 0].std():.4f} y {measured[:, 1].std():.4f}; "
+              f"predicted {CORRELATION_SCATTER / np.sqrt(effective):.4f}")
 
 
 def part_fit(seeds: list[int]) -> None:
@@ -229,7 +248,7 @@ def lag_check(filtered: np.ndarray, tap: float, axis: int) -> dict[int, tuple[fl
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit"])
+    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit", "scatter"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--replicas", type=int, default=400)
     parser.add_argument("--dose", type=float, default=3000.0)
@@ -241,6 +260,8 @@ if __name__ == "__main__":
         part_crlb(args.replicas)
     elif args.part == "cost":
         part_cost()
+    elif args.part == "scatter":
+        part_scatter()
     elif args.part == "misfit":
         for phi in args.phi:
             part_misfit(phi)
