@@ -10,6 +10,7 @@ remflow.imagemodel and remflow.crlb and in docs/correlated_noise.md:
         --seeds 1 2 3 --dose 3000                                        # (c) twin vs truth
     PYTHONPATH=scripts python tests/validate_correlated_noise.py misfit --phi 0.3 0.45 0.6  # RC noise
     PYTHONPATH=scripts python tests/validate_correlated_noise.py scatter  # significance rule of the taps
+    PYTHONPATH=scripts python tests/validate_correlated_noise.py frame --results <run>/results --frame exp_hrstem_4
 """
 
 from __future__ import annotations
@@ -226,6 +227,60 @@ def part_misfit(phi: float) -> None:
           f"(three-tap / exact: {bound['crlb_x_px'][0] / exact[0]:.3f}, {bound['crlb_y_px'][0] / exact[1]:.3f})")
 
 
+def part_frame(results: str, name: str) -> None:
+    """The twin model of a real frame from a previous run's results (read-only): plan_twin with
+    the default twin settings, the filtered residual's lags against the kernel, the plain
+    residual's variance in bins of the model value, and the bound with the kernel switched off."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    import hyperspy.api as hs
+    import pandas as pd
+
+    from remflow.crlb import image_position_crlb
+    from remflow.imagemodel import _second_difference
+    from remflow.precision.twin import MODEL_MARGIN_SPACINGS, model_of_image, plan_twin, twin_box
+
+    root = Path(results)
+    raw = np.asarray(hs.load(root / "ingest" / f"{name}.hspy", lazy=False).data, dtype=np.float64)
+    separation = json.loads((root / "columns" / f"{name}.json").read_text())["separation_px"]
+    table = pd.read_csv(root / "columns" / f"{name}.csv")
+    start = time.perf_counter()
+    plan = plan_twin(raw, table, separation_px=separation, replicas=4, seed=0, truth="deconvolved",
+                     max_pixels=384 * 384)
+    keys = ("noise_gain", "noise_read_variance", "noise_offset", "noise_kernel_x", "noise_kernel_y",
+            "noise_correlation_x", "noise_correlation_y", "noise_reduced_chi_square", "noise_method",
+            "electrons_peak", "crlb_px", "crlb_radial_px", "twin_raw_scatter_px", "twin_shrink")
+    print(f"{name}: plan_twin {time.perf_counter() - start:.1f} s", {k: plan.figures.get(k) for k in keys})
+    # The twin region with its model margin, cropped as plan_twin crops it.
+    top, left, rows, cols = twin_box(raw.shape, 384 * 384)
+    reach = int(np.ceil(MODEL_MARGIN_SPACINGS * separation))
+    top0, left0 = max(top - reach, 0), max(left - reach, 0)
+    image = raw[top0:top + rows + reach, left0:left + cols + reach]
+    table = table.copy()
+    for kind in ("raw", "restored"):
+        table[f"x_{kind}_px"] -= left0
+        table[f"y_{kind}_px"] -= top0
+    start_xy = np.rint(table[["x_restored_px", "y_restored_px"]].to_numpy(float))
+    table = table[(start_xy >= 0).all(axis=1) & (start_xy[:, 0] <= image.shape[1] - 1)
+                  & (start_xy[:, 1] <= image.shape[0] - 1)]
+    model, noise, _ = model_of_image(image, table, separation)
+    filtered = _second_difference(image - model.image)
+    print("filtered residual lags (measured, three-tap prediction): x", lag_check(filtered, noise.kernel_x, 1),
+          "y", lag_check(filtered, noise.kernel_y, 0))
+    residual = image - model.image
+    edges = np.quantile(model.image, np.linspace(0, 1, 7))
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (model.image >= low) & (model.image < high)
+        print(f"model {low:.0f}-{high:.0f}: mean r^2 {np.mean(residual[inside] ** 2):.4g}, "
+              f"gain m + read {noise.gain * model.image[inside].mean() + noise.read_variance:.4g}")
+    region = model.crop(top - top0, left - left0, rows, cols)
+    for label, model_noise in (("kernel", noise), ("kernel off", replace(noise, kernel_x=0.0, kernel_y=0.0))):
+        print(f"bound over the region's {len(region.x)} model columns, {label}:",
+              image_position_crlb(region, model_noise))
+
+
 def lag_check(filtered: np.ndarray, tap: float, axis: int) -> dict[int, tuple[float, float]]:
     """Lag 1-3 correlations of a second-differenced residual along ``axis``: measured and the
     three-tap kernel's prediction (noise autocorrelation 1, 2a/s, a^2/s, s = 1 + 2a^2, through
@@ -248,7 +303,9 @@ def lag_check(filtered: np.ndarray, tap: float, axis: int) -> dict[int, tuple[fl
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit", "scatter"])
+    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit", "scatter", "frame"])
+    parser.add_argument("--results", default="results", help="frame: a previous run's results folder")
+    parser.add_argument("--frame", default="exp_hrstem_4")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--replicas", type=int, default=400)
     parser.add_argument("--dose", type=float, default=3000.0)
@@ -260,6 +317,8 @@ if __name__ == "__main__":
         part_crlb(args.replicas)
     elif args.part == "cost":
         part_cost()
+    elif args.part == "frame":
+        part_frame(args.results, args.frame)
     elif args.part == "scatter":
         part_scatter()
     elif args.part == "misfit":
