@@ -500,7 +500,8 @@ def _kernel_tap_used(measured: float, pixels: float) -> float:
     """
     if not math.isfinite(measured):
         return 0.0
-    if abs(tap_correlation(measured)) <= SIGNIFICANT_CORRELATION_SIGMAS * CORRELATION_SCATTER / math.sqrt(max(pixels, 1)):
+    scatter = CORRELATION_SCATTER / math.sqrt(max(pixels, 1.0))
+    if abs(tap_correlation(measured)) <= SIGNIFICANT_CORRELATION_SIGMAS * scatter:
         return 0.0
     return float(np.clip(measured, -MAX_KERNEL_TAP, MAX_KERNEL_TAP))
 
@@ -520,7 +521,8 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
     freedom (chi-square, and the plain residual's variance is scaled up by pixels / (pixels
     - parameters)); ``mask`` (bool, rows x cols) limits the fit to some pixels. The measured
     correlation is kept in ``correlation_*``; the kernel's taps ``kernel_*`` are 0 where it is
-    not significant and at most MAX_KERNEL_TAP (:func:`_kernel_tap_used`). Raises ValueError when the images differ in shape or are smaller than 5x5.
+    not significant and at most MAX_KERNEL_TAP (:func:`_kernel_tap_used`). Raises ValueError
+    when the images differ in shape or are smaller than 5x5.
     """
     data = np.asarray(image, dtype=np.float64)
     signal = np.asarray(model, dtype=np.float64)

@@ -96,7 +96,8 @@ TWIN_FIELDS: list[str] = (
        "twin_shared_fraction_raw", "twin_shared_fraction_restored", "twin_shared_error_restored_px",
        "twin_replicas", "twin_columns", "twin_truth", "twin_status", "twin_note",
        "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
-       "noise_correlation_x", "noise_correlation_y", "noise_kernel_x", "noise_kernel_y", "electrons_peak", "equivalent_dose_e_per_A2",
+       "noise_correlation_x", "noise_correlation_y", "noise_kernel_x", "noise_kernel_y",
+       "electrons_peak", "equivalent_dose_e_per_A2",
        "crlb_px", "crlb_radial_px", "error_over_crlb_raw", "error_over_crlb_restored", "crlb_basis", "crlb_note"]
     + [f"{name.removesuffix('_px')}_pm{suffix}" for name in _FIGURES for suffix in _CI]
     + ["twin_bias_restored_pm", "crlb_pm", "crlb_radial_pm"]
