@@ -65,6 +65,38 @@ def test_twin_predicts_the_truth_rmse_and_verdict_without_truth(restorer, dose):
     assert abs(plan.figures["noise_reduced_chi_square"] - 1) < 0.1  # the model explains the image
 
 
+def test_twin_predicts_the_truth_rmse_under_noise_correlated_between_pixels(restorer):
+    """Shot noise filtered by [0.3, 1, 0.3] along x and [0.15, 1, 0.15] along y (as a detector's
+    bandwidth and a resampling would): the twin models the kernel and predicts the truth RMSE,
+    raw and restored, within 25 % (seeds 1-3 at 300, 3000, 30000 e/A^2: raw 0.91-1.07, restored
+    0.89-1.30, tests/validate_correlated_noise.py twin). Not asserted: the verdict, which at
+    3000 e/A^2 was inconclusive for the twin and 'helps' for the truth in 3 of 3 seeds."""
+    from scipy import ndimage
+
+    spec = LatticeSpec(shape=SHAPE, position_jitter_px=JITTER, seed=1)
+    truth = true_positions(spec)
+    degradation = Degradation(dose_e_per_A2=3000.0, seed=1)
+    clean = render(spec, truth)
+    expected = expected_counts(clean, degradation)
+    noise = degrade(clean, degradation).astype(np.float64) - expected
+    for axis, tap in ((1, 0.3), (0, 0.15)):
+        noise = ndimage.correlate1d(noise, np.array([tap, 1.0, tap]) / np.sqrt(1 + 2 * tap**2), axis=axis,
+                                    mode="reflect")
+    raw = expected + noise
+    fit = fit_columns(raw, restorer.restore(raw), separation_px=spec.spacing_px, refine="batched", min_columns=10)
+    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=4, seed=0)
+    fits = fit_replicas(plan.columns, plan.replicas, np.array(restorer.restore_many(list(plan.replicas))),
+                        separation_px=fit.separation_px)
+    twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
+    real = truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px)
+    print(real, twin["twin_error_raw_px"], twin["twin_error_restored_px"], plan.figures)
+    assert (plan.figures["noise_kernel_x"], plan.figures["noise_kernel_y"]) == pytest.approx((0.3, 0.15), abs=0.03)
+    assert plan.figures["noise_gain"] == pytest.approx(1.0, rel=0.10)  # counts: one unit per electron
+    assert abs(plan.figures["noise_reduced_chi_square"] - 1) < 0.1
+    assert twin["twin_error_raw_px"] == pytest.approx(real["raw"], rel=0.25)
+    assert twin["twin_error_restored_px"] == pytest.approx(real["restored"], rel=0.25)
+
+
 def test_noise_model_recovers_gain_and_read_noise_of_poisson_gaussian_images():
     spec = LatticeSpec(shape=SHAPE, position_jitter_px=0.1, seed=3)
     positions = true_positions(spec)
@@ -89,10 +121,11 @@ def test_noise_model_recovers_gain_and_read_noise_of_poisson_gaussian_images():
     assert abs(wide_noise.correlation_x) < 0.02 and abs(wide_noise.correlation_y) < 0.02
 
 
-def test_noise_model_measures_noise_correlated_along_the_scan():
+def test_noise_model_fits_noise_correlated_along_the_scan():
     """Noise low-passed along x by [a, 1, a] (a detector's bandwidth along the fast scan) has
     lag-1 correlation 2a / (1 + 2a^2) along x and none along y; the noise model measures it
-    despite the model error of a slightly wrong column width, and the twin then has no basis."""
+    despite the model error of a slightly wrong column width, recovers gain and read noise
+    through the kernel, and the twin stays the verdict basis; beyond the kernel it is refused."""
     spec = LatticeSpec(shape=SHAPE, position_jitter_px=0.1, seed=4)
     positions = true_positions(spec)
     clean = render(spec, positions)
@@ -111,13 +144,69 @@ def test_noise_model_measures_noise_correlated_along_the_scan():
         noise = fit_noise_model(image, fitted.image, n_parameters=model_parameter_count(fitted))
         print(noise)
         assert noise.correlation_x == pytest.approx(2 * tap / (1 + 2 * tap**2), abs=0.05)
-        assert abs(noise.correlation_y) < 0.03
-    record = apply_gain_basis({"twin_gain": 1.2, "twin_gain_ci_low": 1.1, "twin_gain_ci_high": 1.3,
-                               "twin_verdict": "helps", "local_gain": 1.0, "local_gain_ci_low": 0.9,
-                               "local_gain_ci_high": 1.1, "noise_reduced_chi_square": 1.2,
-                               "noise_correlation_x": noise.correlation_x,
-                               "noise_correlation_y": noise.correlation_y})
-    assert record["gain_basis"] == "local" and "correlated between neighbouring pixels" in record["twin_note"]
+        assert noise.kernel_x == pytest.approx(tap, abs=0.02)
+        assert abs(noise.correlation_y) < 0.03 and noise.kernel_y == 0.0  # not significant: none
+    noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model))
+    assert noise.gain == pytest.approx(2.5, rel=0.10) and noise.read_noise == pytest.approx(15.0, rel=0.10)
+    assert noise.reduced_chi_square == pytest.approx(1.0, abs=0.05)
+    record = {"twin_gain": 1.2, "twin_gain_ci_low": 1.1, "twin_gain_ci_high": 1.3, "twin_verdict": "helps",
+              "local_gain": 1.0, "local_gain_ci_low": 0.9, "local_gain_ci_high": 1.1,
+              "noise_reduced_chi_square": noise.reduced_chi_square, "noise_correlation_x": noise.correlation_x,
+              "noise_correlation_y": noise.correlation_y}
+    assert apply_gain_basis(record)["gain_basis"] == "twin"
+    beyond = apply_gain_basis({**record, "noise_correlation_x": 0.65})  # tap 0.5: the kernel's limit
+    assert beyond["gain_basis"] == "local" and "beyond what the noise model's three-tap kernel" in beyond["twin_note"]
+
+
+def test_correlated_draws_carry_the_kernel_and_are_reproducible():
+    from remflow.imagemodel import NoiseModel, _second_difference, noise_kernel_taps
+
+    mean = np.full((256, 256), 300.0)
+    noise = NoiseModel(gain=2.0, read_variance=100.0, reduced_chi_square=1.0, n_pixels=mean.size,
+                       kernel_x=0.3, kernel_y=0.15)
+    draw = noise.draw(mean, np.random.default_rng(3))
+    assert np.array_equal(draw, noise.draw(mean, np.random.default_rng(3)))
+    taps = noise_kernel_taps(_second_difference(draw - mean))
+    print(taps, draw.var())
+    assert taps == pytest.approx((0.3, 0.15), abs=0.02)
+    assert draw.var() == pytest.approx(2.0 * 300.0 + 100.0, rel=0.05)  # unit-norm kernel keeps the variance
+
+
+def test_image_crlb_under_correlated_noise_matches_the_scatter_of_maximum_likelihood_fits():
+    """One isolated column (x, y, amplitude and a constant background estimated), noise filtered
+    by [0.3, 1, 0.3] along x and [0.15, 1, 0.15] along y: the prewhitened weighted least-squares
+    (maximum-likelihood) fit of 300 draws scatters as the bound says; the independent-pixel bound
+    of the same per-pixel variance would be far too small."""
+    from scipy import optimize
+
+    from remflow.crlb import image_position_crlbs
+    from remflow.imagemodel import NoiseModel, whiten
+
+    shape, sigma, amplitude, background, x0, y0 = (32, 32), 2.0, 4000.0, 400.0, 15.3, 16.1
+    v, u = np.indices(shape, dtype=np.float64)
+
+    def column(p):
+        return p[2] * np.exp(-((u - p[0]) ** 2 + (v - p[1]) ** 2) / (2 * sigma**2)) + p[3]
+
+    mean = column([x0, y0, amplitude, background])
+    model = fit_image_model(mean, [x0], [y0], sigma_start=sigma, fit_sigma=False, background_degree=0)
+    noise = NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0, n_pixels=mean.size,
+                       kernel_x=0.3, kernel_y=0.15)
+    bound = image_position_crlbs(model, noise, columns=np.array([0]))[["crlb_x_px", "crlb_y_px"]].to_numpy()[0]
+    independent = image_position_crlbs(model, NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0,
+                                                         n_pixels=mean.size), columns=np.array([0]))
+    weight = 1.0 / np.sqrt(noise.variance(mean))
+    rng = np.random.default_rng(8)
+    found = []
+    for _ in range(300):
+        image = noise.draw(mean, rng)
+        fit = optimize.least_squares(lambda p: (whiten(image - column(p), 0.3, 0.15) * weight).ravel(),
+                                     [x0, y0, amplitude, background], x_scale=[0.1, 0.1, 100.0, 10.0])
+        found.append(fit.x[:2])
+    scatter = (np.array(found) - [x0, y0]).std(axis=0, ddof=1)
+    print(scatter, bound, independent[["crlb_x_px", "crlb_y_px"]].to_numpy()[0])
+    assert scatter / bound == pytest.approx([1.0, 1.0], abs=0.12)  # 300 draws: standard error 0.04
+    assert (bound / independent[["crlb_x_px", "crlb_y_px"]].to_numpy()[0] > 1.5).all()
 
 
 @pytest.mark.parametrize("dose", [500.0, 20000.0])
@@ -183,12 +272,13 @@ def test_no_bound_from_an_image_model_that_does_not_explain_the_image():
     bad = efficiency({**record, "noise_reduced_chi_square": 4.08})
     assert all(bad[name] is None for name in ("crlb_px", "crlb_radial_px", "crlb_pm", "crlb_radial_pm"))
     assert "error_over_crlb_raw" not in bad and "4.08 > 1.5" in bad["crlb_note"]
-    # A model that explains the image but whose noise is correlated: no bound either.
-    correlated = efficiency({**record, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.44,
-                             "noise_correlation_y": 0.02})
-    assert correlated["crlb_px"] is None and "lag-1 correlation x 0.44" in correlated["crlb_note"]
-    assert efficiency({**record, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.05,
-                       "noise_correlation_y": -0.01})["crlb_basis"] == "twin"
+    # Correlated noise the kernel represents keeps its bound (the CRLB whitens by it) ...
+    assert efficiency({**record, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.44,
+                       "noise_correlation_y": 0.26})["crlb_basis"] == "twin"
+    # ... a correlation beyond the three-tap kernel's reach has none.
+    beyond = efficiency({**record, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.65,
+                         "noise_correlation_y": 0.02})
+    assert beyond["crlb_px"] is None and "lag-1 x 0.65" in beyond["crlb_note"]
 
 
 def test_the_dataset_figure_flags_twins_whose_model_does_not_hold():
@@ -200,9 +290,11 @@ def test_the_dataset_figure_flags_twins_whose_model_does_not_hold():
          "noise_correlation_y": -0.02},
         {"sample": "bad", **base, "noise_reduced_chi_square": 4.08, "noise_correlation_x": 0.45,
          "noise_correlation_y": 0.26},
-        {"sample": "correlated", **base, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.05,
-         "noise_correlation_y": -0.3},
+        {"sample": "correlated", **base, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.45,
+         "noise_correlation_y": 0.26},
+        {"sample": "beyond", **base, "noise_reduced_chi_square": 1.2, "noise_correlation_x": 0.05,
+         "noise_correlation_y": -0.65},
     ])
     labels = dict(zip(twin_rows(summary)["sample"], twin_rows(summary)["basis"]))
-    assert labels == {"good": "twin", "bad": "twin, model chi² 4.1, noise corr. 0.45: unvalidated",
-                      "correlated": "twin, noise corr. 0.30: unvalidated"}
+    assert labels == {"good": "twin", "bad": "twin, model chi² 4.1: unvalidated", "correlated": "twin",
+                      "beyond": "twin, noise corr. 0.65: unvalidated"}

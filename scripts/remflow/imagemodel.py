@@ -15,33 +15,43 @@ raw fit for the noise model; the twin's true positions for replicas, see
 each column's Gaussian is fitted on its own patch after subtracting a local background,
 so its model image is not a least-squares description of the whole image; this is.
 
-**Noise model.** Poisson-Gaussian, ``Var(pixel) = gain * m + read_variance``: ``gain``
-is the image units per detected electron, ``read_variance`` Gaussian noise (PMT/readout)
-minus ``gain * offset`` of a dark level (the two are not separable from one image; a
-negative value means an offset). It is fitted to the residual ``r = image - model``
-after a separable second-difference filter ``k = [1, -2, 1] x [1, -2, 1]`` (Immerkaer
-1996): ``h = k * r`` removes what the model left of the smooth structure, so that
-model error does not pass for noise, and, for independent pixels,
-``E[h_i^2] = gain * (k^2 * m)_i + 36 * read_variance`` exactly: ``gain`` and
-``read_variance`` come from an iteratively reweighted linear regression of ``h^2`` on
-``(k^2 * m, 36)``. The reduced chi-square of the *unfiltered* residual under this
-variance, ``sum r^2 / Var / (pixels - parameters)``, says whether the model explains the
+**Noise model.** Poisson-Gaussian, possibly correlated between neighbouring pixels: pixel
+noise ``n = K * w`` with ``w`` independent, ``Var(w_i) = gain * m_i + read_variance``, and a
+separable kernel ``K = [a_x, 1, a_x] (along x) x [a_y, 1, a_y] (along y)``, each normalised
+to unit sum of squares (:func:`axis_kernel`), so that a pixel's variance stays ``gain * m +
+read_variance`` where ``m`` varies slowly; ``a = 0`` is independent pixels. ``gain`` is the
+image units per detected electron, ``read_variance`` Gaussian noise (PMT/readout) minus
+``gain * offset`` of a dark level (the two are not separable from one image; a negative value
+means an offset). Fit, on the residual ``r = image - model`` after a separable
+second-difference filter ``k = [1, -2, 1] x [1, -2, 1]`` (Immerkaer 1996; ``h = k * r``
+removes what the model left of the smooth structure, so that model error does not pass for
+noise): (1) the taps ``a`` from the lag-1 correlation of ``h`` along each axis
+(:func:`noise_kernel_taps`; set to 0 where not significant, :func:`_kernel_tap_used`); (2)
+``gain`` and ``read_variance`` by an iteratively reweighted linear regression of ``h^2`` on
+``E[h_i^2] = gain * sum_j c_j^2 m_{i+j} + read_variance * sum_j c_j^2``, ``c = k * K`` the
+combined kernel (for ``a = 0``: ``c^2 = [1, 4, 1] x [1, 4, 1]`` and the norm 36). The reduced
+chi-square of the *prewhitened* residual ``K^-1 r`` (:func:`whiten`) under this variance,
+``sum (K^-1 r)^2 / Var / (pixels - parameters)``, says whether the model explains the
 image: near 1 it does; well above 1 the model misses structure (missing columns,
-non-Gaussian column shapes, scan distortion). The chi-square is computed under the
-filtered estimate (under the plain residual's own fit it would be 1 by construction).
+non-Gaussian column shapes, scan distortion). It is computed under the filtered estimate
+(under the plain residual's own fit it would be 1 by construction).
 
-Assumptions: independent pixel noise (no correlation between neighbouring pixels, as
-in a STEM detector read per pixel; a detector's low-pass along the scan correlates
-neighbours and the filter then sees less noise than there is: :func:`noise_correlation`
-measures that correlation, and remflow.precision.basis refuses the twin and its bound
-where it is above MAX_NOISE_CORRELATION); Gaussian columns of one
-width per sublattice; a smooth background. What it cannot see: noise correlated over
-several pixels, scan-line jitter (``line_jitter_px`` is taken from the config, not
+Assumptions: noise correlated at most between nearest neighbours along x and y, through
+a separable symmetric three-tap kernel (a detector's bandwidth along the fast scan, a
+resampled image); ``Var(w)`` evaluated at the pixel (exact when it is constant over three
+pixels); Gaussian columns of one width per sublattice; a smooth background. What it cannot
+see: noise correlated over more pixels than the kernel reaches (the lag-1 correlation is
+fitted, longer lags follow from the kernel and are not checked), non-separable or
+asymmetric correlation, scan-line jitter (``line_jitter_px`` is taken from the config, not
 estimated), and columns that the fit did not find.
 
-Validated (``tests/test_imagemodel.py``): on synthetic Poisson-Gaussian images with gain
-2.5 and read noise 4 units (64x96 px of columns) the fit returns gain and read noise
-within 10 % (measured 2.46 and 3.9) and reduced chi-square 1.00.
+Validated (``tests/validate_correlated_noise.py fit``, 128x128 px lattices, peak 400 units,
+gain 2.5, read noise 15, seeds 1-3; all within 10 %): independent pixels: gain 2.37-2.55,
+read noise 14.9-15.6, taps 0 (not significant), reduced chi-square 1.00-1.05; noise filtered
+by [0.3, 1, 0.3] along x: gain 2.41-2.56, read noise 14.9-15.7, taps 0.299-0.305 (y: 0),
+chi-square 0.98-1.04; by [0.3, 1, 0.3] along x and [0.15, 1, 0.15] along y: gain 2.38-2.57,
+read noise 14.9-15.7, taps x 0.299-0.305, y 0.141-0.152, chi-square 1.00-1.02. The
+independent-pixel model of before on the last case (seed 1): see docs/correlated_noise.md.
 
 Coordinates: ``x`` column index, ``y`` row index, pixel ``i`` centred at ``i``.
 """
@@ -50,6 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage, optimize, sparse
@@ -58,13 +69,19 @@ from scipy.sparse import linalg as sparse_linalg
 
 #: Gaussians are evaluated within this many widths of their centre (beyond: < 4e-6 of the peak).
 CUTOFF_SIGMAS = 5.0
-#: Sum of squared weights of the second-difference filter [1,-2,1] x [1,-2,1].
-FILTER_NORM = 36.0
 #: Reweighting passes of the noise regression (weights from the previous pass's variance).
 NOISE_PASSES = 4
 #: Below this reduced chi-square (plain residual under the filtered noise model) the model
 #: explains the image and the plain residual gives the (more precise) noise estimate.
 GOOD_MODEL_CHI_SQUARE = 1.1
+#: Largest kernel tap the noise model uses (|a| < 0.5 is needed for an inverse; near 0.5 the
+#: whitening multiplies the Nyquist frequency by 1 / (1 - 2a): 50x at 0.49).
+MAX_KERNEL_TAP = 0.49
+#: Scatter of the lag-1 correlation :func:`noise_correlation` measures on independent pixels,
+#: times sqrt(pixels) (measured, 40 white-noise images each: 0.043 at 64x64, 0.007 at 384x384).
+CORRELATION_SCATTER = 2.7
+#: A measured correlation within this many scatters of 0 is taken as none (kernel tap 0).
+SIGNIFICANT_CORRELATION_SIGMAS = 3.0
 
 
 @dataclass
@@ -116,6 +133,15 @@ class NoiseModel:
     # (:func:`noise_correlation`); 0 for independent pixels, as this model assumes.
     correlation_x: float = float("nan")
     correlation_y: float = float("nan")
+    # Taps a of the noise kernel [a, 1, a] / sqrt(1 + 2 a^2) along x and y (:func:`axis_kernel`):
+    # pixel noise = K * w, w independent Poisson-Gaussian; 0 = independent pixels.
+    kernel_x: float = 0.0
+    kernel_y: float = 0.0
+
+    @property
+    def correlated(self) -> bool:
+        """Whether the model's pixel noise is correlated (a kernel tap is not 0)."""
+        return self.kernel_x != 0.0 or self.kernel_y != 0.0
 
     @property
     def read_noise(self) -> float:
@@ -138,7 +164,10 @@ class NoiseModel:
         return max(signal - self.offset, 0.0) / self.gain if self.gain > 0 else float("nan")
 
     def draw(self, model: np.ndarray, rng: np.random.Generator, line_jitter_px: float = 0.0) -> np.ndarray:
-        """One noisy image of ``model``: ``offset + gain * Poisson((m - offset) / gain) + N(0, read)``.
+        """One noisy image of ``model``: ``e + K * (w - e)`` with ``w = offset + gain *
+        Poisson((m - offset) / gain) + N(0, read)`` independent per pixel, ``e`` its mean and
+        ``K`` the noise kernel (:func:`correlate_noise`, mode "reflect"; skipped when both
+        taps are 0, so independent-pixel draws are those of before the kernel existed).
 
         ``line_jitter_px`` > 0 first displaces each row of the noiseless image along x by its
         own N(0, s) shift (fast-scan jitter, as :func:`remflow.synthetic.degrade` does).
@@ -149,12 +178,17 @@ class NoiseModel:
 
             mean = shift_rows(mean, rng.normal(0.0, line_jitter_px, size=mean.shape[0]))
         if not self.gain > 0:
-            return mean + rng.normal(0.0, self.read_noise, size=mean.shape)
-        electrons = np.clip((mean - self.offset) / self.gain, 0.0, None)
-        noisy = self.offset + self.gain * rng.poisson(electrons).astype(np.float64)
-        if self.read_variance > 0:
-            noisy += rng.normal(0.0, self.read_noise, size=mean.shape)
-        return noisy
+            expected = mean
+            noisy = mean + rng.normal(0.0, self.read_noise, size=mean.shape)
+        else:
+            electrons = np.clip((mean - self.offset) / self.gain, 0.0, None)
+            expected = self.offset + self.gain * electrons
+            noisy = self.offset + self.gain * rng.poisson(electrons).astype(np.float64)
+            if self.read_variance > 0:
+                noisy += rng.normal(0.0, self.read_noise, size=mean.shape)
+        if not self.correlated:
+            return noisy
+        return expected + correlate_noise(noisy - expected, self.kernel_x, self.kernel_y)
 
 
 # --------------------------------------------------------------------------- model image
@@ -296,26 +330,17 @@ def _lag1_filtered_correlation(kernel_tap: float) -> float:
     return c1 / c0
 
 
-def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
-    """Lag-1 correlation of the pixel noise along x and along y, from the second-differenced
-    residual ``filtered`` (rows, cols) of :func:`fit_noise_model` (``keep``: pixels to use).
+def tap_correlation(tap: float) -> float:
+    """Lag-1 correlation ``rho1 = 2a / (1 + 2a^2)`` of noise filtered by ``[a, 1, a]``."""
+    return 2.0 * tap / (1.0 + 2.0 * tap**2)
 
-    Why from the filtered residual: the filter removes smooth model error, which would
-    otherwise pass for correlated noise. For independent pixels the filtered residual's
-    lag-1 correlation along an axis is exactly -2/3 (the [1, -2, 1] kernel's 6, -4, 1
-    autocorrelation), whatever the pixels' variances. Noise low-passed along an axis (a
-    detector's bandwidth along the fast scan, a resampled image) raises it towards 0;
-    sharpened noise lowers it. It is converted to the noise's own lag-1 correlation
-    ``rho1 = 2a / (1 + 2a^2)`` under a three-tap kernel ``[a, 1, a]``, ``a`` in [-0.5, 0.5]
-    (``rho1`` in [-2/3, 2/3]; values beyond are clipped there).
 
-    Validated (tests/test_twin.py, 128x128 px lattices): independent Poisson-Gaussian pixels
-    give 0.005 (x) and 0.006 (y), also under a model with 10-20 % too wide columns; noise
-    filtered by [0.3, 1, 0.3] along x gives 0.507 along x (true 0.508) and -0.02 along y,
-    with or without that model error. Real default frames (x, y; whole frame, the twin's noise
-    mask): exp_hrstem_0 0.05, 0.00; exp_hrstem_1 0.08, 0.00; exp_hrstem_2 0.07, 0.00;
-    exp_hrstem_4 0.44, 0.25. Scatter for independent pixels: about 2.7 / sqrt(pixels) (0.043
-    at 64x64, 0.007 at 384x384; 40 white-noise images each).
+def noise_kernel_taps(filtered: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
+    """Taps ``a`` of the three-tap noise kernel ``[a, 1, a]`` along x and along y, from the
+    second-differenced residual ``filtered`` (rows, cols) of :func:`fit_noise_model`
+    (``keep``: pixels to use); see :func:`noise_correlation` for the method. ``a`` lies in
+    [-0.5, 0.5]; a measured correlation beyond that range is clipped to the limit (the
+    kernel then cannot represent the noise: remflow.precision.basis refuses such a twin).
     Returns NaN for an axis without pixel pairs.
     """
     data = np.asarray(filtered, dtype=np.float64)
@@ -338,22 +363,166 @@ def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> t
             tap = 0.5
         else:
             tap = optimize.brentq(lambda t: _lag1_filtered_correlation(t) - measured, -0.5, 0.5, xtol=1e-6)
-        out.append(2.0 * tap / (1.0 + 2.0 * tap**2))
+        out.append(float(tap))
     return out[0], out[1]
+
+
+def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
+    """Lag-1 correlation of the pixel noise along x and along y, from the second-differenced
+    residual ``filtered`` (rows, cols) of :func:`fit_noise_model` (``keep``: pixels to use).
+
+    Why from the filtered residual: the filter removes smooth model error, which would
+    otherwise pass for correlated noise. For independent pixels the filtered residual's
+    lag-1 correlation along an axis is exactly -2/3 (the [1, -2, 1] kernel's 6, -4, 1
+    autocorrelation), whatever the pixels' variances. Noise low-passed along an axis (a
+    detector's bandwidth along the fast scan, a resampled image) raises it towards 0;
+    sharpened noise lowers it. It is converted to the noise's own lag-1 correlation
+    ``rho1 = 2a / (1 + 2a^2)`` under a three-tap kernel ``[a, 1, a]``, ``a`` in [-0.5, 0.5]
+    (``rho1`` in [-2/3, 2/3]; values beyond are clipped there); :func:`noise_kernel_taps`
+    gives ``a``.
+
+    Validated (tests/test_twin.py, 128x128 px lattices): independent Poisson-Gaussian pixels
+    give 0.005 (x) and 0.006 (y), also under a model with 10-20 % too wide columns; noise
+    filtered by [0.3, 1, 0.3] along x gives 0.507 along x (true 0.508) and -0.02 along y,
+    with or without that model error. Real default frames (x, y; whole frame, the twin's noise
+    mask): exp_hrstem_0 0.05, 0.00; exp_hrstem_1 0.08, 0.00; exp_hrstem_2 0.07, 0.00;
+    exp_hrstem_4 0.44, 0.25. Scatter for independent pixels: about 2.7 / sqrt(pixels) (0.043
+    at 64x64, 0.007 at 384x384; 40 white-noise images each).
+    Returns NaN for an axis without pixel pairs.
+    """
+    tap_x, tap_y = noise_kernel_taps(filtered, keep)
+    return tap_correlation(tap_x), tap_correlation(tap_y)
+
+
+# --------------------------------------------------------------------------- correlated noise
+
+
+#: Entries of the inverse noise kernel below this fraction of its largest are dropped
+#: (the inverse of [a, 1, a] decays as p^|n|, p = (sqrt(1 - 4a^2) - 1) / (2a)).
+WHITENING_TOLERANCE = 1e-6
+
+
+def axis_kernel(tap: float) -> np.ndarray:
+    """``[a, 1, a] / sqrt(1 + 2 a^2)``: unit sum of squares, so that filtering independent
+    noise of slowly varying variance ``v`` keeps each pixel's variance ``v``. Raises
+    ValueError unless ``|a| < 0.5`` (at 0.5 the kernel removes the Nyquist frequency and
+    has no inverse)."""
+    if not abs(tap) < 0.5:
+        raise ValueError(f"noise kernel tap {tap} must lie in (-0.5, 0.5)")
+    return np.array([tap, 1.0, tap]) / math.sqrt(1.0 + 2.0 * tap**2)
+
+
+def correlate_noise(noise: np.ndarray, tap_x: float, tap_y: float) -> np.ndarray:
+    """``K * noise`` (rows, cols): :func:`axis_kernel` of ``tap_x`` along x (axis 1) and of
+    ``tap_y`` along y (axis 0), scipy.ndimage.correlate1d, mode "reflect"."""
+    out = ndimage.correlate1d(np.asarray(noise, dtype=np.float64), axis_kernel(tap_x), axis=1, mode="reflect")
+    return ndimage.correlate1d(out, axis_kernel(tap_y), axis=0, mode="reflect")
+
+
+def kernel_matrix(size: int, tap: float) -> np.ndarray:
+    """(size, size) matrix M of :func:`axis_kernel` along one axis of ``size`` pixels, with
+    :func:`correlate_noise`'s boundary: ``M @ x == correlate1d(x, kernel, mode="reflect")``."""
+    return ndimage.correlate1d(np.eye(size), axis_kernel(tap), axis=0, mode="reflect")
+
+
+@lru_cache(maxsize=16)
+def whitening_matrix(size: int, tap: float) -> sparse.csr_array:
+    """Sparse (size, size) inverse of :func:`kernel_matrix` (exact inverse of the finite,
+    reflect-boundary kernel, entries below WHITENING_TOLERANCE of the largest dropped: a band
+    of ``ln(tol) / ln|p|`` pixels each side, 11 for ``a`` = 0.25, 30 for 0.45). A dense
+    inverse (measured: 0.13 s at 384 px, 1.0 s at 2048 px), cached: do not modify the result."""
+    if tap == 0.0:
+        return sparse.identity(size, format="csr")
+    inverse = np.linalg.inv(kernel_matrix(size, tap))
+    inverse[np.abs(inverse) < WHITENING_TOLERANCE * np.abs(inverse).max()] = 0.0
+    return sparse.csr_array(inverse)
+
+
+def whiten(residual: np.ndarray, tap_x: float, tap_y: float) -> np.ndarray:
+    """``K^-1 r`` (rows, cols): undoes :func:`correlate_noise`, so that noise of the model
+    ``K * w`` becomes its independent ``w``."""
+    data = np.asarray(residual, dtype=np.float64)
+    if tap_x == 0.0 and tap_y == 0.0:
+        return data
+    rows, cols = data.shape
+    return whitening_matrix(rows, tap_y) @ data @ whitening_matrix(cols, tap_x).T
+
+
+def whiten_columns(matrix: sparse.sparray, shape: tuple[int, int], tap_x: float, tap_y: float) -> sparse.csc_array:
+    """``K^-1 D`` for a sparse (pixels, P) ``matrix`` whose rows are the pixels of ``shape``
+    in row-major order (each column an image): the separable inverse kernel as two banded
+    sparse products, ``(Gy kron I)(I kron Gx) D``."""
+    rows, cols = shape
+    out = sparse.csc_array(matrix)
+    if tap_x != 0.0:
+        out = sparse.kron(sparse.identity(rows, format="csr"), whitening_matrix(cols, tap_x), format="csr") @ out
+    if tap_y != 0.0:
+        out = sparse.kron(whitening_matrix(rows, tap_y), sparse.identity(cols, format="csr"), format="csr") @ out
+    return sparse.csc_array(out)
+
+
+def _filtered_squared_signal(signal: np.ndarray, tap_x: float, tap_y: float) -> tuple[np.ndarray, float]:
+    """``sum_j ((k * K)_j)^2 m_{i+j}`` on the filtered residual's grid and the norm
+    ``sum_j ((k * K)_j)^2``: ``E[h_i^2] = gain * first + norm * read_variance`` for
+    ``h = k * r``, ``r = K * w`` (k the second difference along both axes)."""
+    second = np.array([1.0, -2.0, 1.0])
+    combined_x = np.convolve(second, axis_kernel(tap_x)) ** 2
+    combined_y = np.convolve(second, axis_kernel(tap_y)) ** 2
+    weighted = ndimage.correlate1d(ndimage.correlate1d(signal, combined_y, axis=0, mode="nearest"),
+                                   combined_x, axis=1, mode="nearest")[1:-1, 1:-1]
+    return weighted, float(combined_x.sum() * combined_y.sum())
+
+
+def _effective_pixels(variance: np.ndarray) -> float:
+    """``(sum v)^2 / sum v^2``: the pixels a correlation of noise of variances ``v`` rests on
+    (all of them for a uniform variance, fewer where bright columns dominate). Validated
+    (``tests/validate_correlated_noise.py scatter``, 200 Poisson draws of lattices): scatter of
+    the lag-1 correlation 0.032-0.035 at 96x96 px (6267 effective of 8836; predicted 2.7 /
+    sqrt(6267) = 0.034) and 0.023-0.026 at 128x128 px (predicted 0.025)."""
+    v = np.maximum(np.asarray(variance, dtype=np.float64).ravel(), 0.0)
+    total = float(np.sum(v**2))
+    return float(np.sum(v)) ** 2 / total if total > 0 else float(v.size)
+
+
+def _kernel_tap_used(measured: float, pixels: float) -> float:
+    """The tap the noise model uses for a measured one: 0 when its lag-1 correlation is within
+    SIGNIFICANT_CORRELATION_SIGMAS of the scatter that independent pixels give
+    (CORRELATION_SCATTER / sqrt(``pixels``), ``pixels`` the effective count), else the
+    measured tap clipped to +-MAX_KERNEL_TAP (the limit itself has no inverse).
+
+    Why not always the measured tap: the filtered noise estimate's norm moves by ~8/6 of the
+    correlation per axis, so the scatter of a tap measured on independent pixels alone would
+    move the variance (96x96 px, dose 500 e/A^2 of tests/test_twin.py's CRLB test: a tap of
+    -0.025, correlation -0.050, 1.33 scatters of 5062 effective pixels, moved the reduced
+    chi-square from 1.01 to 1.12 and the image CRLB by 12 %). The rule's cost: the same image
+    at 20000 e/A^2 (independent Poisson pixels) measures -0.113, 2.93 scatters: just under the
+    rule, so 0; at 3 scatters about 1 independent image in 370 gets a spurious tap.
+    """
+    if not math.isfinite(measured):
+        return 0.0
+    scatter = CORRELATION_SCATTER / math.sqrt(max(pixels, 1.0))
+    if abs(tap_correlation(measured)) <= SIGNIFICANT_CORRELATION_SIGMAS * scatter:
+        return 0.0
+    return float(np.clip(measured, -MAX_KERNEL_TAP, MAX_KERNEL_TAP))
 
 
 def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int = 0,
                     mask: np.ndarray | None = None) -> NoiseModel:
-    """Poisson-Gaussian noise of ``image`` around its noiseless ``model`` (see the module docs).
+    """Poisson-Gaussian noise of ``image`` around its noiseless ``model``, possibly correlated
+    between neighbouring pixels (see the module docs).
 
-    Two estimates: the filtered one (robust to model error) and, from the plain residual,
-    an efficient one (about 3x less scatter; each pixel counts once). The efficient one is
-    used only when the model explains the image under the filtered noise model (reduced
-    chi-square below GOOD_MODEL_CHI_SQUARE), else the filtered one: ``method`` says which.
-    ``n_parameters`` of the model count against the degrees of freedom (chi-square, and
-    the plain residual's variance is scaled up by pixels / (pixels - parameters));
-    ``mask`` (bool, rows x cols) limits the fit to some pixels. Raises ValueError when the
-    images differ in shape or are smaller than 5x5.
+    First the kernel taps (:func:`noise_kernel_taps`), then two estimates of gain and read
+    variance: the filtered one (robust to model error; regression of ``h^2`` on the squared
+    taps of the combined kernel ``k * K``) and, from the prewhitened plain residual
+    ``K^-1 r``, an efficient one (about 3x less scatter; each pixel counts once). The
+    efficient one is used only when the model explains the image under the filtered noise
+    model (reduced chi-square of ``K^-1 r`` below GOOD_MODEL_CHI_SQUARE), else the filtered
+    one: ``method`` says which. ``n_parameters`` of the model count against the degrees of
+    freedom (chi-square, and the plain residual's variance is scaled up by pixels / (pixels
+    - parameters)); ``mask`` (bool, rows x cols) limits the fit to some pixels. The measured
+    correlation is kept in ``correlation_*``; the kernel's taps ``kernel_*`` are 0 where it is
+    not significant and at most MAX_KERNEL_TAP (:func:`_kernel_tap_used`). Raises ValueError
+    when the images differ in shape or are smaller than 5x5.
     """
     data = np.asarray(image, dtype=np.float64)
     signal = np.asarray(model, dtype=np.float64)
@@ -361,25 +530,28 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
         raise ValueError(f"image {data.shape} and model {signal.shape} must be 2D images of one shape, >= 5x5")
     residual = data - signal
     filtered = _second_difference(residual)
-    # E[h^2] = gain * sum_j k_j^2 m_{i+j} + 36 read_variance; k^2 = [1, 4, 1] x [1, 4, 1].
-    squared_kernel = np.array([1.0, 4.0, 1.0])
-    weighted_signal = ndimage.correlate1d(ndimage.correlate1d(signal, squared_kernel, axis=0, mode="nearest"),
-                                          squared_kernel, axis=1, mode="nearest")[1:-1, 1:-1]
     keep = np.ones(filtered.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)[1:-1, 1:-1]
-    gain, read_variance = _variance_regression(filtered[keep].ravel() ** 2, weighted_signal[keep].ravel(),
-                                               FILTER_NORM)
-    correlation_x, correlation_y = noise_correlation(filtered, keep)
+    measured_x, measured_y = noise_kernel_taps(filtered, keep)
+    # Independent-pixel fit first: its variance pattern says how many pixels the correlation rests on.
+    weighted_signal, norm = _filtered_squared_signal(signal, 0.0, 0.0)
+    gain, read_variance = _variance_regression(filtered[keep].ravel() ** 2, weighted_signal[keep].ravel(), norm)
+    pixels_effective = _effective_pixels(gain * weighted_signal[keep] + norm * read_variance)
+    tap_x, tap_y = (_kernel_tap_used(t, pixels_effective) for t in (measured_x, measured_y))
+    if tap_x != 0.0 or tap_y != 0.0:
+        weighted_signal, norm = _filtered_squared_signal(signal, tap_x, tap_y)
+        gain, read_variance = _variance_regression(filtered[keep].ravel() ** 2, weighted_signal[keep].ravel(), norm)
     full_keep = np.ones(data.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     pixels = int(full_keep.sum())
     dof = max(pixels - int(n_parameters), 1)
     robust = NoiseModel(gain=gain, read_variance=read_variance, reduced_chi_square=float("nan"), n_pixels=pixels,
-                        method="filtered", correlation_x=correlation_x, correlation_y=correlation_y)
-    chi2 = float(np.sum(residual[full_keep] ** 2 / robust.variance(signal)[full_keep]) / dof)
+                        method="filtered", correlation_x=tap_correlation(measured_x),
+                        correlation_y=tap_correlation(measured_y), kernel_x=tap_x, kernel_y=tap_y)
+    white = whiten(residual, tap_x, tap_y)
+    chi2 = float(np.sum(white[full_keep] ** 2 / robust.variance(signal)[full_keep]) / dof)
     if chi2 < GOOD_MODEL_CHI_SQUARE:
-        gain, read_variance = _variance_regression(residual[full_keep] ** 2 * (pixels / dof), signal[full_keep], 1.0)
+        gain, read_variance = _variance_regression(white[full_keep] ** 2 * (pixels / dof), signal[full_keep], 1.0)
         # chi2 stays the one under the filtered estimate: under the residual's own fit it is 1 by construction.
-        return NoiseModel(gain=gain, read_variance=read_variance, reduced_chi_square=chi2, n_pixels=pixels,
-                          method="residual", correlation_x=correlation_x, correlation_y=correlation_y)
+        return replace(robust, gain=gain, read_variance=read_variance, reduced_chi_square=chi2, method="residual")
     return replace(robust, reduced_chi_square=chi2)
 
 

@@ -25,7 +25,8 @@ Assumptions. The model (Gaussian columns, smooth background) and the noise model
 the image (the model's reduced chi-square says how well); the twin's true positions have
 the same kind of structure as the real ones; the network treats the twin as it treats the
 real image. What it cannot see: anything the model lacks (non-Gaussian columns, column
-shapes that vary, correlated detector noise, scan distortions other than the configured
+shapes that vary, noise correlated beyond neighbouring pixels or not separable in x and y:
+the noise model's kernel has three taps per axis, scan distortions other than the configured
 line jitter), and real structure that the chosen true positions do not carry.
 
 Choice of the true positions (``twin.truth``). The network adds a prior ("columns sit on
@@ -95,7 +96,8 @@ TWIN_FIELDS: list[str] = (
        "twin_shared_fraction_raw", "twin_shared_fraction_restored", "twin_shared_error_restored_px",
        "twin_replicas", "twin_columns", "twin_truth", "twin_status", "twin_note",
        "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
-       "noise_correlation_x", "noise_correlation_y", "electrons_peak", "equivalent_dose_e_per_A2",
+       "noise_correlation_x", "noise_correlation_y", "noise_kernel_x", "noise_kernel_y",
+       "electrons_peak", "equivalent_dose_e_per_A2",
        "crlb_px", "crlb_radial_px", "error_over_crlb_raw", "error_over_crlb_restored", "crlb_basis", "crlb_note"]
     + [f"{name.removesuffix('_px')}_pm{suffix}" for name in _FIGURES for suffix in _CI]
     + ["twin_bias_restored_pm", "crlb_pm", "crlb_radial_pm"]
@@ -272,7 +274,8 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
         "noise_gain": noise.gain, "noise_read_sigma": noise.read_noise, "noise_read_variance": noise.read_variance,
         "noise_offset": noise.offset, "noise_reduced_chi_square": noise.reduced_chi_square,
         "noise_method": noise.method, "noise_correlation_x": noise.correlation_x,
-        "noise_correlation_y": noise.correlation_y, "model_sigma_px": model.sigma,
+        "noise_correlation_y": noise.correlation_y, "noise_kernel_x": noise.kernel_x,
+        "noise_kernel_y": noise.kernel_y, "model_sigma_px": model.sigma,
         **equivalent_dose(model, noise, pixel_size_pm),
         "twin_truth": truth, "twin_replicas": replicas, "twin_seed": seed, "twin_box": list(whole_box),
         "twin_line_jitter_px": line_jitter_px,
@@ -484,7 +487,7 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
 
     The bound is the image model's: where that model does not hold for the image
     (:func:`remflow.precision.basis.twin_model_problem`: reduced chi-square above
-    MAX_TWIN_REDUCED_CHI_SQUARE, or noise correlated between neighbouring pixels) the bound is not
+    MAX_TWIN_REDUCED_CHI_SQUARE, or noise correlation beyond the three-tap kernel's) the bound is not
     reported at all (``crlb_*`` set to None, ``crlb_note`` says why). Why: on the default frame
     exp_hrstem_2 (chi-square 4.08) the model gave a bound of 32 px for columns fitted to
     about 0.6 px, and an efficiency of 0.02 - a number that looks precise and is not.
