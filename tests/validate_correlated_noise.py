@@ -10,6 +10,7 @@ remflow.imagemodel and remflow.crlb and in docs/correlated_noise.md:
         --seeds 1 2 3 --dose 3000                                        # (c) twin vs truth
     PYTHONPATH=scripts python tests/validate_correlated_noise.py misfit --phi 0.3 0.45 0.6  # RC noise
     PYTHONPATH=scripts python tests/validate_correlated_noise.py scatter  # significance rule of the taps
+    PYTHONPATH=scripts python tests/validate_correlated_noise.py rates --replicas 200  # outer tap, misfit gate
     PYTHONPATH=scripts python tests/validate_correlated_noise.py frame --results <run>/results --frame exp_hrstem_4
 """
 
@@ -58,6 +59,47 @@ def part_scatter(draws: int = 200) -> None:
               f"predicted {CORRELATION_SCATTER / np.sqrt(effective):.4f}")
 
 
+def part_rates(draws: int) -> None:
+    """False outer taps and false kernel-misfit refusals on noise the kernel represents: lattice
+    images (exact mean as the model, so that only the noise is judged), Poisson-Gaussian noise
+    independent, three-tap filtered and five-tap filtered; ``draws`` images per case. Also the
+    measured scatter of the lag-2 deviation from the three-tap reading and of the lag-3
+    deviation from the kernel used, times sqrt(effective pixels), against the constants."""
+    from remflow.imagemodel import (LAG2_SCATTER, LAG3_SCATTER, NoiseModel, _effective_pixels,
+                                    _filtered_squared_signal, _second_difference, _three_tap,
+                                    filtered_lag_correlations, filtered_lag_prediction, fit_noise_model)
+    from remflow.precision.basis import MAX_NOISE_KERNEL_MISFIT
+
+    cases = {"independent": ((0.0, 0.0), (0.0, 0.0)), "x 0.3": ((0.3, 0.0), (0.0, 0.0)),
+             "x 0.3, y 0.15": ((0.3, 0.0), (0.15, 0.0)), "x (0.35, 0.12)": ((0.35, 0.12), (0.0, 0.0))}
+    for shape in ((96, 96), (128, 128)):
+        spec = LatticeSpec(shape=shape, position_jitter_px=0.1, seed=2)
+        clean = render(spec, true_positions(spec))
+        mean = 400.0 * clean / clean.max()
+        effective = _effective_pixels(GAIN * _filtered_squared_signal(mean, 0.0, 0.0)[0] + 36 * READ**2)
+        for name, (taps_x, taps_y) in cases.items():
+            truth = NoiseModel(gain=GAIN, read_variance=READ**2, reduced_chi_square=1.0, n_pixels=mean.size,
+                               kernel_x=taps_x[0], kernel_outer_x=taps_x[1], kernel_y=taps_y[0],
+                               kernel_outer_y=taps_y[1])
+            rng = np.random.default_rng(0)
+            outer, refused, worst, d2, d3 = 0, 0, 0.0, [], []
+            for _ in range(draws):
+                image = truth.draw(mean, rng)
+                noise = fit_noise_model(image, mean)
+                outer += noise.kernel_outer_x != 0.0 or noise.kernel_outer_y != 0.0
+                misfit = max(abs(noise.kernel_misfit_x), abs(noise.kernel_misfit_y))
+                refused += misfit > MAX_NOISE_KERNEL_MISFIT
+                worst = max(worst, misfit)
+                lags_x, _ = filtered_lag_correlations(_second_difference(image - mean))
+                d2.append(lags_x[1] - filtered_lag_prediction(_three_tap(lags_x[0]), (2,))[0])
+                d3.append(lags_x[2] - filtered_lag_prediction(noise.taps_x, (3,))[0])
+            print(f"{shape} {name:15s}: effective pixels {effective:.0f}; outer tap used {outer}/{draws}, "
+                  f"misfit > {MAX_NOISE_KERNEL_MISFIT} (refused) {refused}/{draws}, largest |misfit| {worst:.2f}; "
+                  f"x scatter*sqrt(eff): lag-2 dev. {np.std(d2) * np.sqrt(effective):.3f} (constant "
+                  f"{LAG2_SCATTER}), lag-3 dev. {np.std(d3) * np.sqrt(effective):.3f} (constants {LAG3_SCATTER}); "
+                  f"last fit taps x {noise.taps_x} y {noise.taps_y}")
+
+
 def part_fit(seeds: list[int]) -> None:
     from remflow.imagemodel import fit_image_model, fit_noise_model, model_parameter_count, tap_correlation
 
@@ -67,7 +109,9 @@ def part_fit(seeds: list[int]) -> None:
             model = fit_image_model(image, positions["x_px"], positions["y_px"], sigma_start=2.0)
             noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model))
             print(f"{name:14s} seed {seed}: gain {noise.gain:.3f} (true {GAIN}) read {noise.read_noise:.2f} "
-                  f"(true {READ}) taps {noise.kernel_x:.3f} {noise.kernel_y:.3f} (true {taps[0]} {taps[1]}) "
+                  f"(true {READ}) taps {noise.kernel_x:.3f} {noise.kernel_y:.3f} (true {taps[0]} {taps[1]}) outer "
+                  f"{noise.kernel_outer_x:.3f} {noise.kernel_outer_y:.3f} misfit {noise.kernel_misfit_x:.1f} "
+                  f"{noise.kernel_misfit_y:.1f} "
                   f"rho1 {noise.correlation_x:.3f} {noise.correlation_y:.3f} (true {tap_correlation(taps[0]):.3f} "
                   f"{tap_correlation(taps[1]):.3f}) chi2 {noise.reduced_chi_square:.3f} method {noise.method}")
 
@@ -88,9 +132,12 @@ def part_crlb(replicas: int) -> None:
     x0, y0 = 15.3, 16.1
     mean = _column_image(shape, x0, y0, amplitude, sigma, background)
     model = fit_image_model(mean, [x0], [y0], sigma_start=sigma, fit_sigma=False, background_degree=0)
-    for name, taps in CASES.items():
-        noise = NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0, n_pixels=mean.size,
-                           kernel_x=taps[0], kernel_y=taps[1])
+    # Three-tap cases, and a five-tap kernel (a, b) along x.
+    cases = {name: ((taps[0], 0.0), (taps[1], 0.0)) for name, taps in CASES.items()}
+    cases["x (0.35, 0.12)"] = ((0.35, 0.12), (0.0, 0.0))
+    for name, taps in cases.items():
+        noise = replace_taps(NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0, n_pixels=mean.size),
+                             *taps)
         bound = image_position_crlbs(model, noise, columns=np.array([0]))
         independent = image_position_crlbs(model, NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0,
                                                              n_pixels=mean.size), columns=np.array([0]))
@@ -170,7 +217,8 @@ def part_twin(dose: float, replicas: int, seed: int) -> None:
                         separation_px=fit.separation_px)
     twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
     real = truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px)
-    keys = ("noise_gain", "noise_read_sigma", "noise_kernel_x", "noise_kernel_y", "noise_correlation_x",
+    keys = ("noise_gain", "noise_read_sigma", "noise_kernel_x", "noise_kernel_y", "noise_kernel_outer_x",
+            "noise_kernel_outer_y", "noise_kernel_misfit_x", "noise_kernel_misfit_y", "noise_correlation_x",
             "noise_correlation_y", "noise_reduced_chi_square", "noise_method", "crlb_radial_px")
     print(f"dose {dose} seed {seed}: plan {planned:.1f} s; truth {real}")
     print({k: twin[k] for k in ("twin_error_raw_px", "twin_error_restored_px", "twin_gain", "twin_gain_ci_low",
@@ -181,11 +229,12 @@ def part_twin(dose: float, replicas: int, seed: int) -> None:
 
 
 def part_misfit(phi: float) -> None:
-    """Noise the kernel cannot represent exactly: a causal exponential (RC) low-pass along x,
+    """Noise correlated beyond neighbours: a causal exponential (RC) low-pass along x,
     ``y_n = phi y_{n-1} + sqrt(1 - phi^2) x_n`` (lag-k correlation phi^k), as a detector's
-    bandwidth along the fast scan gives. Prints the fitted noise model, the filtered residual's
-    lag 1-3 correlations against the three-tap kernel's prediction (the check run on
-    exp_hrstem_4), and the bound of the fitted kernel against the exact bound of that noise."""
+    bandwidth along the fast scan gives. Prints the fitted noise model (taps a, b per axis, the
+    lag-3 misfit in scatters), the filtered residual's lag 1-4 correlations against the
+    kernel's prediction, and the bound of the fitted kernel against the exact bound of that
+    noise. Runs on the code before the five-tap kernel too (``PYTHONPATH=<old>/scripts``)."""
     from scipy import signal as sps
 
     from remflow.crlb import image_position_crlbs
@@ -202,18 +251,21 @@ def part_misfit(phi: float) -> None:
     image = mean + rc(GAIN * rng.poisson(mean / GAIN) + rng.normal(0.0, READ, mean.shape) - mean)
     model = fit_image_model(image, positions["x_px"], positions["y_px"], sigma_start=2.0)
     noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model))
+    taps_x = (noise.kernel_x, getattr(noise, "kernel_outer_x", 0.0))
+    taps_y = (noise.kernel_y, getattr(noise, "kernel_outer_y", 0.0))
     print(f"RC phi {phi}: gain {noise.gain:.3f} (true {GAIN}) read {noise.read_noise:.2f} (true {READ}) taps "
-          f"{noise.kernel_x:.3f} {noise.kernel_y:.3f} rho1 {noise.correlation_x:.3f} chi2 "
-          f"{noise.reduced_chi_square:.3f} {noise.method}")
-    print("  filtered residual along x, lag: (measured, three-tap prediction)", lag_check(
-        _second_difference(image - model.image), noise.kernel_x, axis=1))
-    # Bound of one isolated column: fitted three-tap kernel against the exact RC covariance.
+          f"x {taps_x[0]:.3f} {taps_x[1]:.3f} y {taps_y[0]:.3f} {taps_y[1]:.3f} rho1 {noise.correlation_x:.3f} "
+          f"chi2 {noise.reduced_chi_square:.3f} {noise.method} lag-3 misfit (scatters) x "
+          f"{getattr(noise, 'kernel_misfit_x', float('nan')):.1f} y {getattr(noise, 'kernel_misfit_y', float('nan')):.1f}")
+    print("  filtered residual along x, lag: (measured, kernel prediction)", lag_check(
+        _second_difference(image - model.image), taps_x, axis=1))
+    # Bound of one isolated column: fitted kernel against the exact RC covariance.
     shape, sigma, amplitude, background, x0, y0 = (32, 32), 2.0, 4000.0, 400.0, 15.3, 16.1
     v, u = np.indices(shape, dtype=np.float64)
     column = amplitude * np.exp(-((u - x0) ** 2 + (v - y0) ** 2) / (2 * sigma**2)) + background
     single = fit_image_model(column, [x0], [y0], sigma_start=sigma, fit_sigma=False, background_degree=0)
-    kernel_noise = NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0, n_pixels=column.size,
-                              kernel_x=noise.kernel_x, kernel_y=0.0)
+    kernel_noise = replace_taps(NoiseModel(gain=1.0, read_variance=25.0, reduced_chi_square=1.0,
+                                           n_pixels=column.size), taps_x, taps_y)
     bound = image_position_crlbs(single, kernel_noise, columns=np.array([0]))
     slope = amplitude * np.exp(-((u - x0) ** 2 + (v - y0) ** 2) / (2 * sigma**2)) / sigma**2
     derivatives = np.column_stack([(slope * (u - x0)).ravel(), (slope * (v - y0)).ravel(),
@@ -222,9 +274,21 @@ def part_misfit(phi: float) -> None:
     full = np.kron(np.eye(shape[0]), filter_x)
     covariance = full @ np.diag(column.ravel() + 25.0) @ full.T
     exact = np.sqrt(np.diag(np.linalg.inv(derivatives.T @ np.linalg.solve(covariance, derivatives)))[:2])
-    print(f"  isolated column bound: fitted three-tap kernel x {bound['crlb_x_px'][0]:.4f} y "
+    print(f"  isolated column bound: fitted kernel x {bound['crlb_x_px'][0]:.4f} y "
           f"{bound['crlb_y_px'][0]:.4f}; exact RC x {exact[0]:.4f} y {exact[1]:.4f} px "
-          f"(three-tap / exact: {bound['crlb_x_px'][0] / exact[0]:.3f}, {bound['crlb_y_px'][0] / exact[1]:.3f})")
+          f"(fitted / exact: {bound['crlb_x_px'][0] / exact[0]:.3f}, {bound['crlb_y_px'][0] / exact[1]:.3f})")
+
+
+def replace_taps(noise, taps_x: tuple[float, float], taps_y: tuple[float, float]):
+    """``noise`` with the kernel's taps set (outer taps only where the code has them)."""
+    from dataclasses import replace
+
+    fields = {"kernel_x": taps_x[0], "kernel_y": taps_y[0]}
+    if hasattr(noise, "kernel_outer_x"):
+        fields.update(kernel_outer_x=taps_x[1], kernel_outer_y=taps_y[1])
+    elif taps_x[1] or taps_y[1]:
+        raise ValueError("outer taps on code without them")
+    return replace(noise, **fields)
 
 
 def part_frame(results: str, name: str) -> None:
@@ -250,6 +314,7 @@ def part_frame(results: str, name: str) -> None:
     plan = plan_twin(raw, table, separation_px=separation, replicas=4, seed=0, truth="deconvolved",
                      max_pixels=384 * 384)
     keys = ("noise_gain", "noise_read_variance", "noise_offset", "noise_kernel_x", "noise_kernel_y",
+            "noise_kernel_outer_x", "noise_kernel_outer_y", "noise_kernel_misfit_x", "noise_kernel_misfit_y",
             "noise_correlation_x", "noise_correlation_y", "noise_reduced_chi_square", "noise_method",
             "electrons_peak", "crlb_px", "crlb_radial_px", "twin_raw_scatter_px", "twin_shrink")
     print(f"{name}: plan_twin {time.perf_counter() - start:.1f} s", {k: plan.figures.get(k) for k in keys})
@@ -267,8 +332,9 @@ def part_frame(results: str, name: str) -> None:
                   & (start_xy[:, 1] <= image.shape[0] - 1)]
     model, noise, _ = model_of_image(image, table, separation)
     filtered = _second_difference(image - model.image)
-    print("filtered residual lags (measured, three-tap prediction): x", lag_check(filtered, noise.kernel_x, 1),
-          "y", lag_check(filtered, noise.kernel_y, 0))
+    print("filtered residual lags (measured, kernel prediction): x", lag_check(filtered, noise.taps_x, 1),
+          "y", lag_check(filtered, noise.taps_y, 0), "lag-3 misfit (scatters) x", noise.kernel_misfit_x,
+          "y", noise.kernel_misfit_y)
     residual = image - model.image
     edges = np.quantile(model.image, np.linspace(0, 1, 7))
     for low, high in zip(edges[:-1], edges[1:]):
@@ -276,34 +342,30 @@ def part_frame(results: str, name: str) -> None:
         print(f"model {low:.0f}-{high:.0f}: mean r^2 {np.mean(residual[inside] ** 2):.4g}, "
               f"gain m + read {noise.gain * model.image[inside].mean() + noise.read_variance:.4g}")
     region = model.crop(top - top0, left - left0, rows, cols)
-    for label, model_noise in (("kernel", noise), ("kernel off", replace(noise, kernel_x=0.0, kernel_y=0.0))):
+    for label, model_noise in (("kernel", noise), ("kernel off", replace_taps(noise, (0.0, 0.0), (0.0, 0.0)))):
         print(f"bound over the region's {len(region.x)} model columns, {label}:",
               image_position_crlb(region, model_noise))
 
 
-def lag_check(filtered: np.ndarray, tap: float, axis: int) -> dict[int, tuple[float, float]]:
-    """Lag 1-3 correlations of a second-differenced residual along ``axis``: measured and the
-    three-tap kernel's prediction (noise autocorrelation 1, 2a/s, a^2/s, s = 1 + 2a^2, through
-    the [1, -2, 1] autocorrelation 1, -4, 6, -4, 1)."""
-    s = 1 + 2 * tap**2
-    rho = {0: 1.0, 1: 2 * tap / s, 2: tap**2 / s}
-    weights = {-2: 1.0, -1: -4.0, 0: 6.0, 1: -4.0, 2: 1.0}
-
-    def predicted(lag: int) -> float:
-        return sum(w * rho.get(abs(lag - m), 0.0) for m, w in weights.items())
-
+def lag_check(filtered: np.ndarray, taps: tuple[float, float], axis: int) -> dict[int, tuple[float, float]]:
+    """Lag 1-4 correlations of a second-differenced residual along ``axis``: measured and the
+    prediction of the kernel ``[b, a, 1, a, b]`` (``taps`` = (a, b)): autocorrelation of
+    ``[1, -2, 1] * kernel`` (written out here, independent of remflow.imagemodel)."""
+    a, b = taps
+    combined = np.convolve([1.0, -2.0, 1.0], [b, a, 1.0, a, b])
+    autocorrelation = np.correlate(combined, combined, mode="full")[len(combined) - 1:]
     out = {}
-    for lag in (1, 2, 3):
-        a = filtered[:, lag:] if axis == 1 else filtered[lag:, :]
-        b = filtered[:, :-lag] if axis == 1 else filtered[:-lag, :]
-        measured = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
-        out[lag] = (round(measured, 4), round(predicted(lag) / predicted(0), 4))
+    for lag in (1, 2, 3, 4):
+        first = filtered[:, lag:] if axis == 1 else filtered[lag:, :]
+        second = filtered[:, :-lag] if axis == 1 else filtered[:-lag, :]
+        measured = float(np.sum(first * second) / np.sqrt(np.sum(first * first) * np.sum(second * second)))
+        out[lag] = (round(measured, 4), round(float(autocorrelation[lag] / autocorrelation[0]), 4))
     return out
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit", "scatter", "frame"])
+    parser.add_argument("part", choices=["fit", "crlb", "cost", "twin", "misfit", "scatter", "rates", "frame"])
     parser.add_argument("--results", default="results", help="frame: a previous run's results folder")
     parser.add_argument("--frame", default="exp_hrstem_4")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -321,6 +383,8 @@ if __name__ == "__main__":
         part_frame(args.results, args.frame)
     elif args.part == "scatter":
         part_scatter()
+    elif args.part == "rates":
+        part_rates(args.replicas)
     elif args.part == "misfit":
         for phi in args.phi:
             part_misfit(phi)

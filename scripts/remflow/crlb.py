@@ -235,11 +235,13 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None) -> pd.
     variance of pixel ``i`` is ``gain * m_i + read_variance`` (Gaussian approximation of the
     Poisson-Gaussian likelihood; for gain 1 and read variance ``v`` it is the shifted-Poisson
     information used for the synthetic benchmark). Noise correlated by the noise model's
-    kernel ``K`` (``noise.kernel_x``/``_y``, :mod:`remflow.imagemodel`) has covariance
-    ``C = K diag(v) K^T``; the information ``D^T C^-1 D`` is computed by prewhitening,
-    ``(K^-1 D)^T diag(1 / v) (K^-1 D)`` (:func:`remflow.imagemodel.whiten_columns`: the exact
-    inverse of the reflect-boundary kernel, truncated at 1e-6 of its largest entry), with ``v``
-    evaluated at the pixel (exact when it is constant over the kernel's three pixels).
+    kernel ``K`` (``noise.taps_x``/``_y``: three or five taps per axis, :mod:`remflow.imagemodel`)
+    has covariance ``C = K diag(v) K^T``; the information ``D^T C^-1 D`` is computed by
+    prewhitening, ``(K^-1 D)^T diag(1 / v) (K^-1 D)`` (:func:`remflow.imagemodel.whiten_columns`:
+    the exact inverse of the reflect-boundary kernel, truncated at 1e-6 of its largest entry),
+    with ``v`` evaluated at the pixel (exact when it is constant over the kernel's pixels). Noise
+    correlated beyond the kernel gives a bound too small (RC low-pass phi 0.6 along x: 0.90 of the
+    exact bound); remflow.precision.basis withholds the bound when the kernel's lag-3 check fails.
 
     Validated under correlated noise (``tests/validate_correlated_noise.py crlb``): one
     isolated column, 32x32 px, width 2 px, amplitude 4000 over a background of 400 (gain 1,
@@ -275,7 +277,7 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None) -> pd.
     basis = background_basis(model.shape, model.background_degree if model.background_degree >= 0 else 2)
     derivatives = sparse.hstack([derivatives, sparse.csc_array(basis)], format="csc")
     # Correlated noise C = K diag(v) K^T: prewhitening gives J = (K^-1 D)^T diag(1 / v) (K^-1 D).
-    derivatives = whiten_columns(derivatives, model.shape, noise.kernel_x, noise.kernel_y)
+    derivatives = whiten_columns(derivatives, model.shape, noise.taps_x, noise.taps_y)
     variance = noise.variance(model.image).ravel()
     information = sparse.csc_array(derivatives.T @ (sparse.diags_array(1.0 / variance) @ derivatives))
     if columns is None:

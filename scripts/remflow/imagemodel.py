@@ -15,43 +15,56 @@ raw fit for the noise model; the twin's true positions for replicas, see
 each column's Gaussian is fitted on its own patch after subtracting a local background,
 so its model image is not a least-squares description of the whole image; this is.
 
-**Noise model.** Poisson-Gaussian, possibly correlated between neighbouring pixels: pixel
-noise ``n = K * w`` with ``w`` independent, ``Var(w_i) = gain * m_i + read_variance``, and a
-separable kernel ``K = [a_x, 1, a_x] (along x) x [a_y, 1, a_y] (along y)``, each normalised
-to unit sum of squares (:func:`axis_kernel`), so that a pixel's variance stays ``gain * m +
-read_variance`` where ``m`` varies slowly; ``a = 0`` is independent pixels. ``gain`` is the
-image units per detected electron, ``read_variance`` Gaussian noise (PMT/readout) minus
-``gain * offset`` of a dark level (the two are not separable from one image; a negative value
-means an offset). Fit, on the residual ``r = image - model`` after a separable
-second-difference filter ``k = [1, -2, 1] x [1, -2, 1]`` (Immerkaer 1996; ``h = k * r``
-removes what the model left of the smooth structure, so that model error does not pass for
-noise): (1) the taps ``a`` from the lag-1 correlation of ``h`` along each axis
-(:func:`noise_kernel_taps`; set to 0 where not significant, :func:`_kernel_tap_used`); (2)
-``gain`` and ``read_variance`` by an iteratively reweighted linear regression of ``h^2`` on
-``E[h_i^2] = gain * sum_j c_j^2 m_{i+j} + read_variance * sum_j c_j^2``, ``c = k * K`` the
-combined kernel (for ``a = 0``: ``c^2 = [1, 4, 1] x [1, 4, 1]`` and the norm 36). The reduced
-chi-square of the *prewhitened* residual ``K^-1 r`` (:func:`whiten`) under this variance,
-``sum (K^-1 r)^2 / Var / (pixels - parameters)``, says whether the model explains the
-image: near 1 it does; well above 1 the model misses structure (missing columns,
-non-Gaussian column shapes, scan distortion). It is computed under the filtered estimate
-(under the plain residual's own fit it would be 1 by construction).
+**Noise model.** Poisson-Gaussian, possibly correlated between nearby pixels: pixel noise
+``n = K * w`` with ``w`` independent, ``Var(w_i) = gain * m_i + read_variance``, and a separable
+kernel ``K = [b_x, a_x, 1, a_x, b_x] (along x) x [b_y, a_y, 1, a_y, b_y] (along y)``, each
+normalised to unit sum of squares (:func:`axis_kernel`), so that a pixel's variance stays ``gain
+* m + read_variance`` where ``m`` varies slowly; ``b = 0`` is the three-tap kernel ``[a, 1, a]``,
+``a = b = 0`` independent pixels. ``gain`` is the image units per detected electron,
+``read_variance`` Gaussian noise (PMT/readout) minus ``gain * offset`` of a dark level (the two
+are not separable from one image; a negative value means an offset). Fit, on the residual ``r =
+image - model`` after a separable second-difference filter ``k = [1, -2, 1] x [1, -2, 1]``
+(Immerkaer 1996; ``h = k * r`` removes what the model left of the smooth structure, so that model
+error does not pass for noise): (1) the taps from the lag-1 and lag-2 correlations of ``h`` along
+each axis (:func:`fit_axis_kernel`: ``a`` from lag 1, 0 where not significant,
+:func:`_kernel_tap_used`; ``b`` only where lag 2 is significantly off the three-tap kernel's
+prediction, then ``a, b`` from both lags through the analytic autocorrelation of ``k * K``,
+:func:`filtered_lag_prediction`; the symbol ``1 + 2a cos w + 2b cos 2w`` kept >= MIN_KERNEL_SYMBOL
+so that ``K`` has a stable inverse); (2) ``gain`` and ``read_variance`` by an iteratively
+reweighted linear regression of ``h^2`` on ``E[h_i^2] = gain * sum_j c_j^2 m_{i+j} +
+read_variance * sum_j c_j^2``, ``c = k * K`` the combined kernel (for ``a = b = 0``: ``c^2 = [1,
+4, 1] x [1, 4, 1]`` and the norm 36); (3) the check of what the kernel cannot represent: the
+lag-3 correlation of ``h``, not fitted, against the kernel's prediction, in scatters
+(:func:`kernel_misfit`; remflow.precision.basis refuses the twin and the bound beyond 4). The
+reduced chi-square of the *prewhitened* residual ``K^-1 r`` (:func:`whiten`) under this variance,
+``sum (K^-1 r)^2 / Var / (pixels - parameters)``, says whether the model explains the image: near
+1 it does; well above 1 the model misses structure (missing columns, non-Gaussian column shapes,
+scan distortion). It is computed under the filtered estimate (under the plain residual's own fit
+it would be 1 by construction).
 
-Assumptions: noise correlated at most between nearest neighbours along x and y, through
-a separable symmetric three-tap kernel (a detector's bandwidth along the fast scan, a
-resampled image); ``Var(w)`` evaluated at the pixel (exact when it is constant over three
-pixels); Gaussian columns of one width per sublattice; a smooth background. What it cannot
-see: noise correlated over more pixels than the kernel reaches (the lag-1 correlation is
-fitted, longer lags follow from the kernel and are not checked), non-separable or
-asymmetric correlation, scan-line jitter (``line_jitter_px`` is taken from the config, not
-estimated), and columns that the fit did not find.
+Assumptions: noise correlated over at most two pixels along x and along y, through a separable
+symmetric five-tap kernel (a detector's bandwidth along the fast scan, a resampled image);
+``Var(w)`` evaluated at the pixel (exact when it is constant over the kernel's pixels); Gaussian
+columns of one width per sublattice; a smooth background. What it cannot see: noise correlated
+beyond the kernel's reach other than through lag 3 (lags 4 and beyond are not checked), a misfit
+too small for the lag-3 test on a small image (128x128 px, RC low-pass phi 0.45: the outer tap
+was not significant in 2 of 4 seeds, gain then 24-27 % low, not refused; phi 0.6: misfit 2.0-3.2
+scatters, not refused, gain 29-35 % low), non-separable or asymmetric correlation, scan-line
+jitter (``line_jitter_px`` is taken from the config, not estimated), and columns that the fit did
+not find.
 
 Validated (``tests/validate_correlated_noise.py fit``, 128x128 px lattices, peak 400 units,
 gain 2.5, read noise 15, seeds 1-3; all within 10 %): independent pixels: gain 2.37-2.55,
 read noise 14.9-15.6, taps 0 (not significant), reduced chi-square 1.00-1.05; noise filtered
 by [0.3, 1, 0.3] along x: gain 2.41-2.56, read noise 14.9-15.7, taps 0.299-0.305 (y: 0),
 chi-square 0.98-1.04; by [0.3, 1, 0.3] along x and [0.15, 1, 0.15] along y: gain 2.38-2.57,
-read noise 14.9-15.7, taps x 0.299-0.305, y 0.141-0.152, chi-square 1.00-1.02. The
-independent-pixel model of before on the last case (seed 1): see docs/correlated_noise.md.
+read noise 14.9-15.7, taps x 0.299-0.305, y 0.141-0.152, chi-square 1.00-1.02; outer taps 0 and
+lag-3 misfit -0.9 to 1.6 scatters in all nine. Bit-identical to the three-tap code on 20 images
+without outer taps (gain, read variance, chi-square, taps, draws, CRLB). RC low-pass along x
+(``... misfit``, 256x256 px): phi 0.3, 0.45, 0.6 give gain 2.41, 2.26, 1.80 (three-tap: 2.24,
+1.87, 1.41), an isolated column's bound / exact bound 0.98-0.97, 0.97-0.93, 1.00-0.90 (x-y;
+three-tap 0.93-0.91, 0.89-0.84, 0.90-0.80) and lag-3 misfit 1.8, 3.8, 7.0 scatters (the last
+refused). Details: docs/correlated_noise.md.
 
 Coordinates: ``x`` column index, ``y`` row index, pixel ``i`` centred at ``i``.
 """
@@ -129,19 +142,37 @@ class NoiseModel:
     reduced_chi_square: float  # of the unfiltered residual under this model; ~1 when the model explains the image
     n_pixels: int
     method: str = "filtered"  # "residual" (plain residual, the model explains the image) or "filtered"
-    # Lag-1 correlation of the noise of neighbouring pixels along x (fast scan) and y
-    # (:func:`noise_correlation`); 0 for independent pixels, as this model assumes.
+    # Lag-1 correlation of the noise of neighbouring pixels along x (fast scan) and y, read
+    # through a three-tap kernel (:func:`noise_correlation`); 0 for independent pixels.
     correlation_x: float = float("nan")
     correlation_y: float = float("nan")
-    # Taps a of the noise kernel [a, 1, a] / sqrt(1 + 2 a^2) along x and y (:func:`axis_kernel`):
-    # pixel noise = K * w, w independent Poisson-Gaussian; 0 = independent pixels.
+    # Taps a (inner) and b (outer) of the noise kernel [b, a, 1, a, b] / sqrt(1 + 2 a^2 + 2 b^2)
+    # along x and y (:func:`axis_kernel`): pixel noise = K * w, w independent Poisson-Gaussian;
+    # b = 0 is the three-tap kernel, a = b = 0 independent pixels.
     kernel_x: float = 0.0
     kernel_y: float = 0.0
+    kernel_outer_x: float = 0.0
+    kernel_outer_y: float = 0.0
+    # Lag-3 correlation of the filtered residual minus the kernel's prediction, in scatters of
+    # independent pixels (:func:`kernel_misfit`); NaN when not measured. Beyond a few scatters
+    # the noise is correlated in a way the kernel does not represent (remflow.precision.basis).
+    kernel_misfit_x: float = float("nan")
+    kernel_misfit_y: float = float("nan")
+
+    @property
+    def taps_x(self) -> tuple[float, float]:
+        """(a, b) of the kernel along x."""
+        return (self.kernel_x, self.kernel_outer_x)
+
+    @property
+    def taps_y(self) -> tuple[float, float]:
+        """(a, b) of the kernel along y."""
+        return (self.kernel_y, self.kernel_outer_y)
 
     @property
     def correlated(self) -> bool:
         """Whether the model's pixel noise is correlated (a kernel tap is not 0)."""
-        return self.kernel_x != 0.0 or self.kernel_y != 0.0
+        return any(t != 0.0 for t in (*self.taps_x, *self.taps_y))
 
     @property
     def read_noise(self) -> float:
@@ -188,7 +219,7 @@ class NoiseModel:
                 noisy += rng.normal(0.0, self.read_noise, size=mean.shape)
         if not self.correlated:
             return noisy
-        return expected + correlate_noise(noisy - expected, self.kernel_x, self.kernel_y)
+        return expected + correlate_noise(noisy - expected, self.taps_x, self.taps_y)
 
 
 # --------------------------------------------------------------------------- model image
@@ -335,36 +366,52 @@ def tap_correlation(tap: float) -> float:
     return 2.0 * tap / (1.0 + 2.0 * tap**2)
 
 
+def _lag_correlation(data: np.ndarray, mask: np.ndarray, axis: int, lag: int) -> float:
+    """Correlation of ``data`` with itself shifted by ``lag`` pixels along ``axis`` over the
+    pairs whose two pixels are both in ``mask``; NaN without pairs."""
+    first = [slice(None), slice(None)]
+    second = [slice(None), slice(None)]
+    first[axis], second[axis] = slice(lag, None), slice(None, -lag)
+    pairs = mask[tuple(first)] & mask[tuple(second)]
+    if not pairs.any():
+        return float("nan")
+    a, b = data[tuple(first)][pairs], data[tuple(second)][pairs]
+    return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+def filtered_lag_correlations(filtered: np.ndarray, keep: np.ndarray | None = None,
+                              lags: tuple[int, ...] = (1, 2, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """Measured correlations of the second-differenced residual ``filtered`` (rows, cols) at
+    ``lags`` pixels along x and along y (``keep``: pixels to use): two arrays of len(lags),
+    NaN for a lag without pixel pairs. :func:`filtered_lag_prediction` gives a kernel's."""
+    data = np.asarray(filtered, dtype=np.float64)
+    mask = np.ones(data.shape, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    return tuple(np.array([_lag_correlation(data, mask, axis, lag) for lag in lags]) for axis in (1, 0))
+
+
+def _three_tap(lag1: float) -> float:
+    """Tap ``a`` of ``[a, 1, a]`` whose filtered lag-1 correlation is ``lag1`` (clipped to [-0.5, 0.5])."""
+    if not math.isfinite(lag1):
+        return float("nan")
+    low, high = _lag1_filtered_correlation(-0.5), _lag1_filtered_correlation(0.5)
+    if lag1 <= low:
+        return -0.5
+    if lag1 >= high:
+        return 0.5
+    return float(optimize.brentq(lambda t: _lag1_filtered_correlation(t) - lag1, -0.5, 0.5, xtol=1e-6))
+
+
 def noise_kernel_taps(filtered: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
     """Taps ``a`` of the three-tap noise kernel ``[a, 1, a]`` along x and along y, from the
     second-differenced residual ``filtered`` (rows, cols) of :func:`fit_noise_model`
     (``keep``: pixels to use); see :func:`noise_correlation` for the method. ``a`` lies in
     [-0.5, 0.5]; a measured correlation beyond that range is clipped to the limit (the
     kernel then cannot represent the noise: remflow.precision.basis refuses such a twin).
+    The lag-1 reading only: :func:`fit_axis_kernel` adds the outer tap from lag 2.
     Returns NaN for an axis without pixel pairs.
     """
-    data = np.asarray(filtered, dtype=np.float64)
-    mask = np.ones(data.shape, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-    low, high = _lag1_filtered_correlation(-0.5), _lag1_filtered_correlation(0.5)
-    out = []
-    for axis in (1, 0):  # x (along a row), then y
-        first = [slice(None), slice(None)]
-        second = [slice(None), slice(None)]
-        first[axis], second[axis] = slice(1, None), slice(None, -1)
-        pairs = mask[tuple(first)] & mask[tuple(second)]
-        if not pairs.any():
-            out.append(float("nan"))
-            continue
-        a, b = data[tuple(first)][pairs], data[tuple(second)][pairs]
-        measured = float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
-        if measured <= low:
-            tap = -0.5
-        elif measured >= high:
-            tap = 0.5
-        else:
-            tap = optimize.brentq(lambda t: _lag1_filtered_correlation(t) - measured, -0.5, 0.5, xtol=1e-6)
-        out.append(float(tap))
-    return out[0], out[1]
+    lags_x, lags_y = filtered_lag_correlations(filtered, keep, lags=(1,))
+    return _three_tap(float(lags_x[0])), _three_tap(float(lags_y[0]))
 
 
 def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
@@ -379,7 +426,8 @@ def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> t
     sharpened noise lowers it. It is converted to the noise's own lag-1 correlation
     ``rho1 = 2a / (1 + 2a^2)`` under a three-tap kernel ``[a, 1, a]``, ``a`` in [-0.5, 0.5]
     (``rho1`` in [-2/3, 2/3]; values beyond are clipped there); :func:`noise_kernel_taps`
-    gives ``a``.
+    gives ``a``. This lag-1 reading is what ``correlation_x``/``_y`` hold (and the gate
+    MAX_NOISE_CORRELATION judges), also where the fitted kernel has an outer tap.
 
     Validated (tests/test_twin.py, 128x128 px lattices): independent Poisson-Gaussian pixels
     give 0.005 (x) and 0.006 (y), also under a model with 10-20 % too wide columns; noise
@@ -400,68 +448,125 @@ def noise_correlation(filtered: np.ndarray, keep: np.ndarray | None = None) -> t
 #: Entries of the inverse noise kernel below this fraction of its largest are dropped
 #: (the inverse of [a, 1, a] decays as p^|n|, p = (sqrt(1 - 4a^2) - 1) / (2a)).
 WHITENING_TOLERANCE = 1e-6
+#: Smallest value of the kernel's symbol ``1 + 2a cos w + 2b cos 2w`` (frequency w) the noise
+#: model uses: the whitening multiplies frequency w by sqrt(1 + 2a^2 + 2b^2) / symbol. For
+#: b = 0 the same limit as MAX_KERNEL_TAP (symbol 1 - 2a at the Nyquist frequency).
+MIN_KERNEL_SYMBOL = 1.0 - 2.0 * MAX_KERNEL_TAP
+#: Scatter of the filtered residual's lag-2 correlation about the prediction of the three-tap
+#: kernel read from its lag 1 (the outer tap's significance), times sqrt(pixels). Measured
+#: (150 white-noise images of 128x128 px per kernel): 0.65 for independent pixels, 0.82 and
+#: 0.85 for taps 0.15 and 0.3, 0.76-0.89 for five-tap kernels; on Poisson lattices (100 images
+#: each, tests/validate_correlated_noise.py rates) 0.65-0.69, 0.81-0.92 (three-tap), 0.88-0.91
+#: (five-tap); the largest, rounded up.
+LAG2_SCATTER = 0.95
+#: Scatter of the filtered residual's lag-3 correlation about the fitted kernel's prediction,
+#: times sqrt(pixels), by the taps fitted (none, a, a and b): the prediction of a kernel fitted
+#: to lags 1-2 shares their scatter. Measured as LAG2_SCATTER: 1.87 (the lag-3 correlation
+#: itself, independent pixels); 1.53-1.68 (a from lag 1); 0.67-0.83 (a, b from lags 1-2);
+#: each rounded up.
+LAG3_SCATTER = {0: 1.9, 1: 1.7, 2: 0.85}
+
+#: Taps of the kernel along one axis: ``a`` alone (three taps) or ``(a, b)`` (five taps).
+AxisTaps = float | tuple[float, float]
 
 
-def axis_kernel(tap: float) -> np.ndarray:
-    """``[a, 1, a] / sqrt(1 + 2 a^2)``: unit sum of squares, so that filtering independent
-    noise of slowly varying variance ``v`` keeps each pixel's variance ``v``. Raises
-    ValueError unless ``|a| < 0.5`` (at 0.5 the kernel removes the Nyquist frequency and
-    has no inverse)."""
-    if not abs(tap) < 0.5:
-        raise ValueError(f"noise kernel tap {tap} must lie in (-0.5, 0.5)")
-    return np.array([tap, 1.0, tap]) / math.sqrt(1.0 + 2.0 * tap**2)
+def _axis_taps(taps: AxisTaps) -> tuple[float, float]:
+    """``(a, b)`` of a kernel given as ``a`` (b = 0) or ``(a, b)``."""
+    if isinstance(taps, (tuple, list)):
+        return float(taps[0]), float(taps[1])
+    return float(taps), 0.0
 
 
-def correlate_noise(noise: np.ndarray, tap_x: float, tap_y: float) -> np.ndarray:
+def kernel_symbol_minimum(taps: AxisTaps) -> float:
+    """``min_w 1 + 2a cos w + 2b cos 2w`` (unnormalised kernel, centre tap 1): with
+    ``c = cos w`` the quadratic ``4b c^2 + 2a c + 1 - 2b`` on [-1, 1], so its ends ``1 +- 2a +
+    2b`` and, for b > 0, its vertex ``1 - 2b - a^2 / (4b)`` at ``c = -a / (4b)``. The kernel
+    has an inverse (whitening) only where this is > 0; for b = 0 it is ``1 - 2|a|``."""
+    a, b = _axis_taps(taps)
+    values = [1.0 + 2.0 * a + 2.0 * b, 1.0 - 2.0 * a + 2.0 * b]
+    if b > 0.0 and abs(a) <= 4.0 * b:
+        values.append(1.0 - 2.0 * b - a * a / (4.0 * b))
+    return min(values)
+
+
+def _raw_kernel(taps: AxisTaps) -> np.ndarray:
+    """``[a, 1, a]`` or ``[b, a, 1, a, b]``, not normalised, not checked."""
+    a, b = _axis_taps(taps)
+    return np.array([a, 1.0, a]) if b == 0.0 else np.array([b, a, 1.0, a, b])
+
+
+def axis_kernel(taps: AxisTaps) -> np.ndarray:
+    """``[b, a, 1, a, b] / sqrt(1 + 2 a^2 + 2 b^2)`` (``[a, 1, a] / sqrt(1 + 2 a^2)`` when b = 0;
+    ``taps`` is ``a`` or ``(a, b)``): unit sum of squares, so that filtering independent noise
+    of slowly varying variance ``v`` keeps each pixel's variance ``v``. Raises ValueError
+    unless the symbol :func:`kernel_symbol_minimum` is > 0 (for b = 0: ``|a| < 0.5``; at the
+    limit the kernel removes a frequency and has no inverse)."""
+    if not kernel_symbol_minimum(taps) > 0.0:
+        raise ValueError(f"noise kernel taps {taps} have no inverse (symbol not > 0; for b = 0 |a| must be < 0.5)")
+    a, b = _axis_taps(taps)
+    return _raw_kernel(taps) / math.sqrt(1.0 + 2.0 * a**2 + 2.0 * b**2)
+
+
+def correlate_noise(noise: np.ndarray, tap_x: AxisTaps, tap_y: AxisTaps) -> np.ndarray:
     """``K * noise`` (rows, cols): :func:`axis_kernel` of ``tap_x`` along x (axis 1) and of
     ``tap_y`` along y (axis 0), scipy.ndimage.correlate1d, mode "reflect"."""
     out = ndimage.correlate1d(np.asarray(noise, dtype=np.float64), axis_kernel(tap_x), axis=1, mode="reflect")
     return ndimage.correlate1d(out, axis_kernel(tap_y), axis=0, mode="reflect")
 
 
-def kernel_matrix(size: int, tap: float) -> np.ndarray:
+def kernel_matrix(size: int, tap: AxisTaps) -> np.ndarray:
     """(size, size) matrix M of :func:`axis_kernel` along one axis of ``size`` pixels, with
     :func:`correlate_noise`'s boundary: ``M @ x == correlate1d(x, kernel, mode="reflect")``."""
     return ndimage.correlate1d(np.eye(size), axis_kernel(tap), axis=0, mode="reflect")
 
 
-@lru_cache(maxsize=16)
-def whitening_matrix(size: int, tap: float) -> sparse.csr_array:
+def whitening_matrix(size: int, tap: AxisTaps) -> sparse.csr_array:
     """Sparse (size, size) inverse of :func:`kernel_matrix` (exact inverse of the finite,
-    reflect-boundary kernel, entries below WHITENING_TOLERANCE of the largest dropped: a band
-    of ``ln(tol) / ln|p|`` pixels each side, 11 for ``a`` = 0.25, 30 for 0.45). A dense
-    inverse (measured: 0.13 s at 384 px, 1.0 s at 2048 px), cached: do not modify the result."""
-    if tap == 0.0:
+    reflect-boundary kernel, entries below WHITENING_TOLERANCE of the largest dropped: for
+    b = 0 a band of ``ln(tol) / ln|p|`` pixels each side, 11 for ``a`` = 0.25, 30 for 0.45). A
+    dense inverse (measured: 0.13 s at 384 px, 1.0 s at 2048 px), cached: do not modify the
+    result."""
+    return _whitening_matrix(size, *_axis_taps(tap))
+
+
+@lru_cache(maxsize=16)
+def _whitening_matrix(size: int, tap: float, outer: float) -> sparse.csr_array:
+    if tap == 0.0 and outer == 0.0:
         return sparse.identity(size, format="csr")
-    inverse = np.linalg.inv(kernel_matrix(size, tap))
+    inverse = np.linalg.inv(kernel_matrix(size, (tap, outer)))
     inverse[np.abs(inverse) < WHITENING_TOLERANCE * np.abs(inverse).max()] = 0.0
     return sparse.csr_array(inverse)
 
 
-def whiten(residual: np.ndarray, tap_x: float, tap_y: float) -> np.ndarray:
+def _is_identity(taps: AxisTaps) -> bool:
+    return _axis_taps(taps) == (0.0, 0.0)
+
+
+def whiten(residual: np.ndarray, tap_x: AxisTaps, tap_y: AxisTaps) -> np.ndarray:
     """``K^-1 r`` (rows, cols): undoes :func:`correlate_noise`, so that noise of the model
     ``K * w`` becomes its independent ``w``."""
     data = np.asarray(residual, dtype=np.float64)
-    if tap_x == 0.0 and tap_y == 0.0:
+    if _is_identity(tap_x) and _is_identity(tap_y):
         return data
     rows, cols = data.shape
     return whitening_matrix(rows, tap_y) @ data @ whitening_matrix(cols, tap_x).T
 
 
-def whiten_columns(matrix: sparse.sparray, shape: tuple[int, int], tap_x: float, tap_y: float) -> sparse.csc_array:
+def whiten_columns(matrix: sparse.sparray, shape: tuple[int, int], tap_x: AxisTaps,
+                   tap_y: AxisTaps) -> sparse.csc_array:
     """``K^-1 D`` for a sparse (pixels, P) ``matrix`` whose rows are the pixels of ``shape``
     in row-major order (each column an image): the separable inverse kernel as two banded
     sparse products, ``(Gy kron I)(I kron Gx) D``."""
     rows, cols = shape
     out = sparse.csc_array(matrix)
-    if tap_x != 0.0:
+    if not _is_identity(tap_x):
         out = sparse.kron(sparse.identity(rows, format="csr"), whitening_matrix(cols, tap_x), format="csr") @ out
-    if tap_y != 0.0:
+    if not _is_identity(tap_y):
         out = sparse.kron(whitening_matrix(rows, tap_y), sparse.identity(cols, format="csr"), format="csr") @ out
     return sparse.csc_array(out)
 
 
-def _filtered_squared_signal(signal: np.ndarray, tap_x: float, tap_y: float) -> tuple[np.ndarray, float]:
+def _filtered_squared_signal(signal: np.ndarray, tap_x: AxisTaps, tap_y: AxisTaps) -> tuple[np.ndarray, float]:
     """``sum_j ((k * K)_j)^2 m_{i+j}`` on the filtered residual's grid and the norm
     ``sum_j ((k * K)_j)^2``: ``E[h_i^2] = gain * first + norm * read_variance`` for
     ``h = k * r``, ``r = K * w`` (k the second difference along both axes)."""
@@ -471,6 +576,74 @@ def _filtered_squared_signal(signal: np.ndarray, tap_x: float, tap_y: float) -> 
     weighted = ndimage.correlate1d(ndimage.correlate1d(signal, combined_y, axis=0, mode="nearest"),
                                    combined_x, axis=1, mode="nearest")[1:-1, 1:-1]
     return weighted, float(combined_x.sum() * combined_y.sum())
+
+
+def filtered_lag_prediction(taps: AxisTaps, lags: tuple[int, ...]) -> np.ndarray:
+    """Correlations at ``lags`` along one axis of the second-differenced noise when that axis'
+    noise is white noise filtered by the kernel of ``taps``: ``c_L / c_0`` with ``c`` the
+    autocorrelation of ``[1, -2, 1] * K`` (exact for a constant variance; the other axis'
+    filter and kernel cancel in the ratio). For independent pixels ``-2/3, 1/6, 0`` at lags
+    1-3; the five-tap kernel reaches lag 6. Any real taps (not checked: used in the fit)."""
+    combined = np.convolve(np.array([1.0, -2.0, 1.0]), _raw_kernel(taps))
+    autocorrelation = np.correlate(combined, combined, mode="full")[len(combined) - 1:]
+    return np.array([autocorrelation[lag] / autocorrelation[0] if lag < len(autocorrelation) else 0.0
+                     for lag in lags])
+
+
+def _limit_kernel(tap: float, outer: float) -> tuple[float, float]:
+    """The taps shrunk towards 0 (both by one factor) until the symbol is at least
+    MIN_KERNEL_SYMBOL; for b = 0 the clip of ``a`` to +-MAX_KERNEL_TAP."""
+    if kernel_symbol_minimum((tap, outer)) >= MIN_KERNEL_SYMBOL:
+        return tap, outer
+    if outer == 0.0:
+        return float(np.clip(tap, -MAX_KERNEL_TAP, MAX_KERNEL_TAP)), 0.0
+    # The symbol is linear in the factor at every frequency, so its minimum is concave in it.
+    factor = optimize.brentq(lambda f: kernel_symbol_minimum((f * tap, f * outer)) - MIN_KERNEL_SYMBOL,
+                             0.0, 1.0, xtol=1e-9)
+    return float(factor * tap), float(factor * outer)
+
+
+def fit_axis_kernel(lags: np.ndarray, pixels: float) -> tuple[float, float]:
+    """Taps ``(a, b)`` of the kernel along one axis from the filtered residual's measured
+    lag-1 and lag-2 correlations ``lags[0], lags[1]`` (:func:`filtered_lag_correlations`).
+
+    ``a`` first as before: the three-tap reading of lag 1, 0 unless significant
+    (:func:`_kernel_tap_used`). The outer tap ``b`` only when lag 2 differs from that
+    three-tap kernel's prediction by more than SIGNIFICANT_CORRELATION_SIGMAS x LAG2_SCATTER /
+    sqrt(``pixels``); then ``a`` and ``b`` solve both lags (:func:`filtered_lag_prediction`,
+    least squares from the three-tap reading), shrunk until the symbol is at least
+    MIN_KERNEL_SYMBOL (:func:`_limit_kernel`). So noise the three-tap kernel describes keeps
+    its three-tap result, independent pixels theirs (0, 0).
+    """
+    r1 = float(lags[0])
+    r2 = float(lags[1]) if len(lags) > 1 else float("nan")
+    measured = _three_tap(r1)
+    tap = _kernel_tap_used(measured, pixels)
+    if not math.isfinite(r2):
+        return tap, 0.0
+    # Against the measured (not the significance-ruled) tap: its prediction shares lag 2's scatter.
+    deviation = r2 - float(filtered_lag_prediction(measured, (2,))[0])
+    if abs(deviation) <= SIGNIFICANT_CORRELATION_SIGMAS * LAG2_SCATTER / math.sqrt(max(pixels, 1.0)):
+        return tap, 0.0
+    target = np.array([r1, r2])
+    solution = optimize.least_squares(lambda t: filtered_lag_prediction((t[0], t[1]), (1, 2)) - target,
+                                      x0=[measured, 0.0], bounds=([-1.0, -1.0], [1.0, 1.0]), xtol=1e-10)
+    return _limit_kernel(float(solution.x[0]), float(solution.x[1]))
+
+
+def kernel_misfit(lags: np.ndarray, taps: AxisTaps, pixels: float) -> float:
+    """Measured lag-3 correlation of the filtered residual (``lags[2]``) minus the prediction
+    of the kernel ``taps`` (:func:`filtered_lag_prediction`), in scatters LAG3_SCATTER /
+    sqrt(``pixels``); NaN when not measured. Lags 1 and 2 are fitted, lag 3 is not: a deviation
+    of many scatters says the noise is correlated in a way the kernel does not represent
+    (longer than it reaches, e.g. a detector's exponential low-pass of large time constant).
+    The scatter depends on the taps fitted (LAG3_SCATTER: none, ``a``, ``a`` and ``b``)."""
+    if len(lags) < 3 or not math.isfinite(float(lags[2])):
+        return float("nan")
+    a, b = _axis_taps(taps)
+    deviation = float(lags[2]) - float(filtered_lag_prediction(taps, (3,))[0])
+    scatter = LAG3_SCATTER[2 if b != 0.0 else 1 if a != 0.0 else 0]
+    return deviation / (scatter / math.sqrt(max(pixels, 1.0)))
 
 
 def _effective_pixels(variance: np.ndarray) -> float:
@@ -509,7 +682,7 @@ def _kernel_tap_used(measured: float, pixels: float) -> float:
 def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int = 0,
                     mask: np.ndarray | None = None) -> NoiseModel:
     """Poisson-Gaussian noise of ``image`` around its noiseless ``model``, possibly correlated
-    between neighbouring pixels (see the module docs).
+    between nearby pixels (see the module docs).
 
     First the kernel taps (:func:`noise_kernel_taps`), then two estimates of gain and read
     variance: the filtered one (robust to model error; regression of ``h^2`` on the squared
@@ -520,9 +693,11 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
     one: ``method`` says which. ``n_parameters`` of the model count against the degrees of
     freedom (chi-square, and the plain residual's variance is scaled up by pixels / (pixels
     - parameters)); ``mask`` (bool, rows x cols) limits the fit to some pixels. The measured
-    correlation is kept in ``correlation_*``; the kernel's taps ``kernel_*`` are 0 where it is
-    not significant and at most MAX_KERNEL_TAP (:func:`_kernel_tap_used`). Raises ValueError
-    when the images differ in shape or are smaller than 5x5.
+    correlation is kept in ``correlation_*`` (three-tap reading of lag 1); the kernel's taps
+    ``kernel_*`` (inner) and ``kernel_outer_*`` come from :func:`fit_axis_kernel` (0 where not
+    significant, symbol at least MIN_KERNEL_SYMBOL), ``kernel_misfit_*`` is the lag-3 check
+    (:func:`kernel_misfit`). Raises ValueError when the images differ in shape or are smaller
+    than 5x5.
     """
     data = np.asarray(image, dtype=np.float64)
     signal = np.asarray(model, dtype=np.float64)
@@ -531,22 +706,26 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
     residual = data - signal
     filtered = _second_difference(residual)
     keep = np.ones(filtered.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)[1:-1, 1:-1]
-    measured_x, measured_y = noise_kernel_taps(filtered, keep)
+    lags_x, lags_y = filtered_lag_correlations(filtered, keep)
+    measured_x, measured_y = _three_tap(float(lags_x[0])), _three_tap(float(lags_y[0]))  # as noise_kernel_taps
     # Independent-pixel fit first: its variance pattern says how many pixels the correlation rests on.
     weighted_signal, norm = _filtered_squared_signal(signal, 0.0, 0.0)
     gain, read_variance = _variance_regression(filtered[keep].ravel() ** 2, weighted_signal[keep].ravel(), norm)
     pixels_effective = _effective_pixels(gain * weighted_signal[keep] + norm * read_variance)
-    tap_x, tap_y = (_kernel_tap_used(t, pixels_effective) for t in (measured_x, measured_y))
-    if tap_x != 0.0 or tap_y != 0.0:
-        weighted_signal, norm = _filtered_squared_signal(signal, tap_x, tap_y)
+    taps_x, taps_y = (fit_axis_kernel(lags, pixels_effective) for lags in (lags_x, lags_y))
+    if not (_is_identity(taps_x) and _is_identity(taps_y)):
+        weighted_signal, norm = _filtered_squared_signal(signal, taps_x, taps_y)
         gain, read_variance = _variance_regression(filtered[keep].ravel() ** 2, weighted_signal[keep].ravel(), norm)
     full_keep = np.ones(data.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     pixels = int(full_keep.sum())
     dof = max(pixels - int(n_parameters), 1)
     robust = NoiseModel(gain=gain, read_variance=read_variance, reduced_chi_square=float("nan"), n_pixels=pixels,
                         method="filtered", correlation_x=tap_correlation(measured_x),
-                        correlation_y=tap_correlation(measured_y), kernel_x=tap_x, kernel_y=tap_y)
-    white = whiten(residual, tap_x, tap_y)
+                        correlation_y=tap_correlation(measured_y), kernel_x=taps_x[0], kernel_y=taps_y[0],
+                        kernel_outer_x=taps_x[1], kernel_outer_y=taps_y[1],
+                        kernel_misfit_x=kernel_misfit(lags_x, taps_x, pixels_effective),
+                        kernel_misfit_y=kernel_misfit(lags_y, taps_y, pixels_effective))
+    white = whiten(residual, taps_x, taps_y)
     chi2 = float(np.sum(white[full_keep] ** 2 / robust.variance(signal)[full_keep]) / dof)
     if chi2 < GOOD_MODEL_CHI_SQUARE:
         gain, read_variance = _variance_regression(white[full_keep] ** 2 * (pixels / dof), signal[full_keep], 1.0)

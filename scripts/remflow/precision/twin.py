@@ -25,9 +25,10 @@ Assumptions. The model (Gaussian columns, smooth background) and the noise model
 the image (the model's reduced chi-square says how well); the twin's true positions have
 the same kind of structure as the real ones; the network treats the twin as it treats the
 real image. What it cannot see: anything the model lacks (non-Gaussian columns, column
-shapes that vary, noise correlated beyond neighbouring pixels or not separable in x and y:
-the noise model's kernel has three taps per axis, scan distortions other than the configured
-line jitter), and real structure that the chosen true positions do not carry.
+shapes that vary, noise correlated beyond two pixels in a way the lag-3 check does not catch
+or not separable in x and y: the noise model's kernel has five taps per axis, scan distortions
+other than the configured line jitter), and real structure that the chosen true positions do not
+carry.
 
 Choice of the true positions (``twin.truth``). The network adds a prior ("columns sit on
 a lattice"), so how regular the twin's truth is decides how much the restored fit gains.
@@ -97,6 +98,7 @@ TWIN_FIELDS: list[str] = (
        "twin_replicas", "twin_columns", "twin_truth", "twin_status", "twin_note",
        "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
        "noise_correlation_x", "noise_correlation_y", "noise_kernel_x", "noise_kernel_y",
+       "noise_kernel_outer_x", "noise_kernel_outer_y", "noise_kernel_misfit_x", "noise_kernel_misfit_y",
        "electrons_peak", "equivalent_dose_e_per_A2",
        "crlb_px", "crlb_radial_px", "error_over_crlb_raw", "error_over_crlb_restored", "crlb_basis", "crlb_note"]
     + [f"{name.removesuffix('_px')}_pm{suffix}" for name in _FIGURES for suffix in _CI]
@@ -275,7 +277,9 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
         "noise_offset": noise.offset, "noise_reduced_chi_square": noise.reduced_chi_square,
         "noise_method": noise.method, "noise_correlation_x": noise.correlation_x,
         "noise_correlation_y": noise.correlation_y, "noise_kernel_x": noise.kernel_x,
-        "noise_kernel_y": noise.kernel_y, "model_sigma_px": model.sigma,
+        "noise_kernel_y": noise.kernel_y, "noise_kernel_outer_x": noise.kernel_outer_x,
+        "noise_kernel_outer_y": noise.kernel_outer_y, "noise_kernel_misfit_x": noise.kernel_misfit_x,
+        "noise_kernel_misfit_y": noise.kernel_misfit_y, "model_sigma_px": model.sigma,
         **equivalent_dose(model, noise, pixel_size_pm),
         "twin_truth": truth, "twin_replicas": replicas, "twin_seed": seed, "twin_box": list(whole_box),
         "twin_line_jitter_px": line_jitter_px,
@@ -487,7 +491,7 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
 
     The bound is the image model's: where that model does not hold for the image
     (:func:`remflow.precision.basis.twin_model_problem`: reduced chi-square above
-    MAX_TWIN_REDUCED_CHI_SQUARE, or noise correlation beyond the three-tap kernel's) the bound is not
+    MAX_TWIN_REDUCED_CHI_SQUARE, noise correlation beyond the kernel's) the bound is not
     reported at all (``crlb_*`` set to None, ``crlb_note`` says why). Why: on the default frame
     exp_hrstem_2 (chi-square 4.08) the model gave a bound of 32 px for columns fitted to
     about 0.6 px, and an efficiency of 0.02 - a number that looks precise and is not.
