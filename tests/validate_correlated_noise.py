@@ -253,10 +253,11 @@ def part_misfit(phi: float) -> None:
     noise = fit_noise_model(image, model.image, n_parameters=model_parameter_count(model))
     taps_x = (noise.kernel_x, getattr(noise, "kernel_outer_x", 0.0))
     taps_y = (noise.kernel_y, getattr(noise, "kernel_outer_y", 0.0))
+    misfit = [getattr(noise, f"kernel_misfit_{axis}", float("nan")) for axis in "xy"]  # absent before
     print(f"RC phi {phi}: gain {noise.gain:.3f} (true {GAIN}) read {noise.read_noise:.2f} (true {READ}) taps "
           f"x {taps_x[0]:.3f} {taps_x[1]:.3f} y {taps_y[0]:.3f} {taps_y[1]:.3f} rho1 {noise.correlation_x:.3f} "
-          f"chi2 {noise.reduced_chi_square:.3f} {noise.method} lag-3 misfit (scatters) x "
-          f"{getattr(noise, 'kernel_misfit_x', float('nan')):.1f} y {getattr(noise, 'kernel_misfit_y', float('nan')):.1f}")
+          f"chi2 {noise.reduced_chi_square:.3f} {noise.method} lag-3 misfit (scatters) x {misfit[0]:.1f} "
+          f"y {misfit[1]:.1f}")
     print("  filtered residual along x, lag: (measured, kernel prediction)", lag_check(
         _second_difference(image - model.image), taps_x, axis=1))
     # Bound of one isolated column: fitted kernel against the exact RC covariance.

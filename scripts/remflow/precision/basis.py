@@ -57,8 +57,8 @@ MAX_NOISE_CORRELATION = 2.0 * MAX_NOISE_KERNEL_TAP / (1.0 + 2.0 * MAX_NOISE_KERN
 #: 0.6 give 1.8, 3.8, 7.0 scatters, with bound / exact bound 0.98-0.97, 0.97-0.93, 1.00-0.90
 #: (x-y) and gain 4 %, 9 %, 28 % low: only the last is refused. False refusals (``... rates
 #: --replicas 200``, 200 images each of 96x96 and 128x128 px, exact mean as the model): 1 of
-#: 1600 (independent pixels, 128x128 px, |misfit| 4.26); 0 of 1200 for three-tap and five-tap
-#: noise. Limits: a significance test, so a misfit of a given size is refused sooner on larger
+#: 1600 (one independent 128x128 px image, |misfit| 4.26; 0 of the 1200 three-tap and five-tap
+#: ones). Limits: a significance test, so a misfit of a given size is refused sooner on larger
 #: images and missed on small ones (128x128 px, phi 0.6: 2.0-3.2 scatters, gain 29-35 % low,
 #: not refused); exp_hrstem_4 gives 0.8 (x), 1.6 (y).
 MAX_NOISE_KERNEL_MISFIT = 4.0
