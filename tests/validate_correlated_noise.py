@@ -1,7 +1,7 @@
 """Validation of the correlated-noise model (issue 11): noise fit, CRLB and twin.
 
 Not a test (parts take minutes); prints the numbers quoted in the docstrings of
-remflow.imagemodel and remflow.crlb and in docs/correlated_noise.md:
+remflow.imagemodel and remflow.crlb and in README, section 'Correlated pixel noise':
 
     PYTHONPATH=scripts python tests/validate_correlated_noise.py fit      # (a) noise fit
     PYTHONPATH=scripts python tests/validate_correlated_noise.py crlb     # (b) CRLB vs Monte Carlo

@@ -64,7 +64,7 @@ without outer taps (gain, read variance, chi-square, taps, draws, CRLB). RC low-
 (``... misfit``, 256x256 px): phi 0.3, 0.45, 0.6 give gain 2.41, 2.26, 1.80 (three-tap: 2.24,
 1.87, 1.41), an isolated column's bound / exact bound 0.98-0.97, 0.97-0.93, 1.00-0.90 (x-y;
 three-tap 0.93-0.91, 0.89-0.84, 0.90-0.80) and lag-3 misfit 1.8, 3.8, 7.0 scatters (the last
-refused). Details: docs/correlated_noise.md.
+refused). Details: README, section 'Correlated pixel noise'.
 
 Coordinates: ``x`` column index, ``y`` row index, pixel ``i`` centred at ``i``.
 """
@@ -590,7 +590,7 @@ def filtered_lag_prediction(taps: AxisTaps, lags: tuple[int, ...]) -> np.ndarray
     0), (0.3, 0), (0.35, 0.12), (0.2, -0.08) along x within 0.0016 of the prediction at lags 1-3
     (e.g. (0.35, 0.12): measured -0.4628, -0.0040, -0.1063; predicted -0.4644, -0.0042, -0.1048);
     the real frame exp_hrstem_4 (varying variance) within 0.006 at lags 1-4 after the fit
-    (docs/correlated_noise.md)."""
+    (README, section 'Correlated pixel noise')."""
     combined = np.convolve(np.array([1.0, -2.0, 1.0]), _raw_kernel(taps))
     autocorrelation = np.correlate(combined, combined, mode="full")[len(combined) - 1:]
     return np.array([autocorrelation[lag] / autocorrelation[0] if lag < len(autocorrelation) else 0.0

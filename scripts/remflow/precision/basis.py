@@ -33,7 +33,7 @@ BASIS_FIELDS: list[str] = ["lattice_gain", "lattice_gain_ci_low", "lattice_gain_
 #: (exp_hrstem_4; 4.07 before its correlated noise was modelled). Above it the twin's verdict is
 #: not validated and must not decide. Noise correlated beyond neighbours passes below it (RC
 #: low-pass phi 0.6 along x: chi-square 1.20 with the five-tap kernel, 1.49 with the three-tap
-#: one; docs/correlated_noise.md): MAX_NOISE_KERNEL_MISFIT, not this gate, catches it.
+#: one; README, section 'Correlated pixel noise'): MAX_NOISE_KERNEL_MISFIT, not this gate, catches it.
 MAX_TWIN_REDUCED_CHI_SQUARE = 1.5
 #: ... and when its noise is one the noise model can represent: pixel noise = K * w with a
 #: separable kernel K = [b, a, 1, a, b] per axis (remflow.imagemodel); read through the
@@ -41,7 +41,7 @@ MAX_TWIN_REDUCED_CHI_SQUARE = 1.5
 #: reaches 2/3 only at a = 0.5, where that kernel has no inverse. The twin
 #: draws this noise and the CRLB whitens by K^-1, so correlation itself no longer refuses the
 #: twin; a correlation beyond MAX_NOISE_KERNEL_TAP's does. Why 0.4 (correlation 0.61): the
-#: model is validated at taps 0.3 (x) and 0.15 (y) (docs/correlated_noise.md: gain, read noise,
+#: model is validated at taps 0.3 (x) and 0.15 (y) (README, section 'Correlated pixel noise': gain, read noise,
 #: chi-square, CRLB against Monte Carlo); near 0.5 the whitening multiplies the Nyquist
 #: frequency by 1 / (1 - 2a) (5x at 0.4) and a measured correlation clipped at 2/3 says the
 #: kernel does not fit. The default run: real frames along x 0.04 (exp_hrstem_0), 0.09
