@@ -64,6 +64,18 @@ MAX_NOISE_CORRELATION = 2.0 * MAX_NOISE_KERNEL_TAP / (1.0 + 2.0 * MAX_NOISE_KERN
 MAX_NOISE_KERNEL_MISFIT = 4.0
 
 
+#: The twin's raw error must not lie clearly below the image's Cramér-Rao bound (radial): no
+#: unbiased fit of the raw image can. Where it does, the raw refinement stayed near its starts,
+#: and the twin's starts (the sample's own) lie near the twin's true positions (derived from the
+#: same fits): the twin then measures its starts, not the data, and its raw error, gain and
+#: verdict are too optimistic for the raw image. Refused when the upper end of the raw error's
+#: 95 % interval is below this fraction of the bound (the bound itself is known to ~3-10 %:
+#: README, section 'Correlated pixel noise'). Measured (default run): the dose sweep 1.05 (50
+#: e/Å², 3 electrons at the brightest pixel; twin 14 % under the truth there), 1.23, 1.41, 1.40;
+#: exp_hrstem_0 2.00; exp_hrstem_4 0.79 (2.9 electrons at the brightest pixel: refused).
+MIN_RAW_ERROR_OVER_CRLB = 0.9
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN is no number
         return None
@@ -98,23 +110,52 @@ def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _twin_result_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(short label, sentence) when the twin's own figures contradict its model: the raw error
+    below the bound (:data:`MIN_RAW_ERROR_OVER_CRLB`)."""
+    bound = _number(record.get("crlb_radial_px"))
+    raw, high = _number(record.get("twin_error_raw_px")), _number(record.get("twin_error_raw_px_ci_high"))
+    if not bound or raw is None or high is None or high >= MIN_RAW_ERROR_OVER_CRLB * bound:
+        return []
+    electrons = _number(record.get("electrons_peak"))
+    counts = f", {electrons:.2g} electrons at the brightest model pixel" if electrons is not None else ""
+    return [(f"raw {raw / bound:.2f}x bound",
+             f"the twin's raw error ({raw:.3g} px, 95 % interval up to {high:.3g} px) lies below this image's "
+             f"Cramér-Rao bound ({bound:.3g} px radial{counts}), which no unbiased fit can: the raw "
+             f"refinement stays near its starts, which in the twin lie near its true positions, so the twin "
+             f"measures its starts, not the data")]
+
+
+def raw_below_bound(record: dict[str, Any]) -> bool:
+    """True when the twin's raw error lies clearly below the image's bound (:data:`MIN_RAW_ERROR_OVER_CRLB`)."""
+    return bool(_twin_result_problems(record))
+
+
 def twin_model_problem(record: dict[str, Any]) -> str | None:
     """Why the twin's image and noise model do not hold for this image, or None when they do
-    (or when the record has no twin figures). The twin's verdict and the image's CRLB rest on
-    that model, so a record with a problem has neither (see :func:`apply_gain_basis` and
-    remflow.precision.twin.efficiency)."""
+    (or when the record has no twin figures). The image's CRLB rests on that model, so a record
+    with a problem has none (remflow.precision.twin.efficiency); nor a twin verdict
+    (:func:`twin_problem`)."""
     return "; ".join(sentence for _, sentence in _twin_model_problems(record)) or None
 
 
+def twin_problem(record: dict[str, Any]) -> str | None:
+    """Why the twin is not the verdict basis: :func:`twin_model_problem`, or its raw error below
+    the image's bound (:data:`MIN_RAW_ERROR_OVER_CRLB`); None when neither."""
+    problems = _twin_model_problems(record) + _twin_result_problems(record)
+    return "; ".join(sentence for _, sentence in problems) or None
+
+
 def twin_model_flags(record: dict[str, Any]) -> str | None:
-    """:func:`twin_model_problem` in a few words for a figure label (``model chi² 4.1, noise corr. 0.65,
-    noise lag-3 7.0σ``)."""
-    return ", ".join(short for short, _ in _twin_model_problems(record)) or None
+    """:func:`twin_problem` in a few words for a figure label (``model chi² 4.1, noise corr. 0.65,
+    noise lag-3 7.0σ, raw 0.74x bound``)."""
+    problems = _twin_model_problems(record) + _twin_result_problems(record)
+    return ", ".join(short for short, _ in problems) or None
 
 
 def _available(record: dict[str, Any], gain_key: str) -> bool:
     values = [record.get(gain_key), record.get(f"{gain_key}_ci_low"), record.get(f"{gain_key}_ci_high")]
-    if gain_key == "twin_gain" and twin_model_problem(record):
+    if gain_key == "twin_gain" and twin_problem(record):
         return False
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
@@ -140,7 +181,7 @@ def apply_gain_basis(record: dict[str, Any]) -> dict[str, Any]:
         out[f"{previous}_gain_ci_low"] = out.get("precision_gain_ci_low")
         out[f"{previous}_gain_ci_high"] = out.get("precision_gain_ci_high")
     basis = choose_gain_basis(out)
-    problem = twin_model_problem(out)
+    problem = twin_problem(out)
     if out.get("twin_gain") is not None and problem:
         out["twin_note"] = f"not the verdict basis: {problem}"
     if basis is None:

@@ -86,6 +86,10 @@ PAIR_SPACINGS = 1.5
 SMOOTH_SPACINGS = 2.5
 #: Seed stream of the replicas: replica r of a sample uses SeedSequence([seed, r]).
 BELOW_BOUND_NOTE = "below the bound: the restored positions carry the network's prior"
+#: ... and when the raw error is under it too: then the twin's fits lean on their starts.
+RAW_BELOW_BOUND_NOTE = ("raw and restored below the bound: the twin's raw fits stay near their starts, "
+                        "which lie near its true positions; its errors measure the starts, not the data "
+                        "(not the verdict basis)")
 
 _FIGURES = ["twin_error_raw_px", "twin_error_restored_px"]
 _CI = ("", "_ci_low", "_ci_high")
@@ -486,8 +490,10 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
     """Error / CRLB (radial) for raw and restored, on the basis the verdict uses (truth, else twin).
 
     Adds ``error_over_crlb_raw``, ``error_over_crlb_restored``, ``crlb_basis`` and, when the
-    restored error is under the bound, ``crlb_note`` = BELOW_BOUND_NOTE. An unbiased
-    estimator cannot go below 1 (the bound holds for unbiased estimators only).
+    restored error is under the bound, ``crlb_note`` = BELOW_BOUND_NOTE; when on the twin basis
+    the raw error is clearly under it too (remflow.precision.basis.raw_below_bound), instead
+    RAW_BELOW_BOUND_NOTE: the twin then is not the verdict basis.
+    An unbiased estimator cannot go below 1 (the bound holds for unbiased estimators only).
 
     The bound is the image model's: where that model does not hold for the image
     (:func:`remflow.precision.basis.twin_model_problem`: reduced chi-square above
@@ -496,7 +502,7 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
     exp_hrstem_2 (chi-square 4.08) the model gave a bound of 32 px for columns fitted to
     about 0.6 px, and an efficiency of 0.02 - a number that looks precise and is not.
     """
-    from remflow.precision.basis import twin_model_problem
+    from remflow.precision.basis import raw_below_bound, twin_model_problem
 
     out: dict[str, Any] = {}
     problem = twin_model_problem(record)
@@ -513,7 +519,9 @@ def efficiency(record: dict[str, Any]) -> dict[str, Any]:
             out["crlb_basis"] = basis
             out["error_over_crlb_raw"] = raw / bound
             out["error_over_crlb_restored"] = restored / bound
-            if restored / bound < 1:
+            if basis == "twin" and raw_below_bound(record):
+                out["crlb_note"] = RAW_BELOW_BOUND_NOTE
+            elif restored / bound < 1:
                 out["crlb_note"] = BELOW_BOUND_NOTE
             break
     return out
