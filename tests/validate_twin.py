@@ -61,7 +61,11 @@ def run_case(restorer: Restorer, spec: LatticeSpec, degradation: Degradation, ch
                      "twin_gain": figures["twin_gain"], "twin_verdict": figures["twin_verdict"],
                      "gain_fit": plan.figures["noise_gain"], "read": plan.figures["noise_read_sigma"],
                      "chi2": plan.figures["noise_reduced_chi_square"], "method": plan.figures["noise_method"],
-                     "crlb_radial": plan.figures["crlb_radial_px"], "seconds": time.perf_counter() - started})
+                     "crlb_radial": plan.figures["crlb_radial_px"],
+                     # remflow.precision.basis.MIN_RAW_ERROR_OVER_CRLB refuses the twin below 0.9
+                     "raw_high_over_bound": figures["twin_error_raw_px_ci_high"] / plan.figures["crlb_radial_px"]
+                     if plan.figures.get("crlb_radial_px") else None,
+                     "seconds": time.perf_counter() - started})
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
     return rows
 
