@@ -326,6 +326,25 @@ def test_the_verdict_rests_on_truth_then_twin_then_truth_free_figures():
     assert apply_gain_basis(lattice)["gain_basis"] == "lattice"
 
 
+def test_a_five_tap_kernel_beyond_the_validated_range_or_unchecked_refuses_the_twin():
+    """The lag-1 reading (0.59 < 0.61) does not bound a five-tap kernel: taps (0.3, -0.15) have
+    symbol 0.10 < 0.2 (whitening amplifies 10x); and a correlated kernel without its lag-3 check
+    is not validated."""
+    from remflow.imagemodel import kernel_symbol_minimum
+    from remflow.precision.basis import MIN_NOISE_KERNEL_SYMBOL, twin_problem
+
+    base = {"twin_gain": 1.2, "twin_gain_ci_low": 1.1, "twin_gain_ci_high": 1.3, "noise_reduced_chi_square": 1.02,
+            "noise_correlation_x": 0.59, "noise_kernel_misfit_x": 0.5, "noise_kernel_misfit_y": 0.2}
+    assert kernel_symbol_minimum((0.3, -0.15)) < MIN_NOISE_KERNEL_SYMBOL < kernel_symbol_minimum((0.3, 0.0))
+    steep = {**base, "noise_kernel_x": 0.3, "noise_kernel_outer_x": -0.15}
+    assert "beyond the validated range" in twin_problem(steep)
+    assert apply_gain_basis(steep).get("gain_basis") != "twin"
+    assert twin_problem({**base, "noise_kernel_x": 0.3, "noise_kernel_outer_x": 0.0}) is None
+    unchecked = {**base, "noise_kernel_x": 0.3, "noise_kernel_misfit_x": float("nan")}
+    assert "was not checked" in twin_problem(unchecked)
+    assert twin_problem({**base, "noise_kernel_misfit_x": None}) is None  # independent pixels need no check
+
+
 def test_a_twin_whose_raw_error_beats_the_bound_is_not_the_verdict_basis():
     """No unbiased raw fit beats the image's Cramér-Rao bound: a twin whose raw error does (its
     whole 95 % interval below 0.9 of the bound, as exp_hrstem_4 at 2.9 electrons per peak pixel:

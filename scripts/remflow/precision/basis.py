@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from remflow.imagemodel import kernel_symbol_minimum
+
 #: Bases in order of preference: (name, gain key, verdict key). A basis is available when
 #: its gain and both ends of its interval are numbers.
 GAIN_BASES: tuple[tuple[str, str, str], ...] = (
@@ -49,6 +51,13 @@ MAX_TWIN_REDUCED_CHI_SQUARE = 1.5
 MAX_NOISE_KERNEL_TAP = 0.4
 #: The lag-1 correlation of that tap (0.606): above it (either axis) the twin is refused.
 MAX_NOISE_CORRELATION = 2.0 * MAX_NOISE_KERNEL_TAP / (1.0 + 2.0 * MAX_NOISE_KERNEL_TAP**2)
+#: The same limit for the fitted five-tap kernel [b, a, 1, a, b]: its symbol
+#: 1 + 2a cos w + 2b cos 2w (remflow.imagemodel.kernel_symbol_minimum) at least 1 - 2 x 0.4 =
+#: 0.2 at every frequency (the three-tap kernel's value at tap 0.4), so that the whitening
+#: amplifies no frequency more than 5x. Why: the lag-1 reading above does not bound a five-tap
+#: kernel (taps (0.3, -0.15) read 0.59 and have symbol 0.10); the noise model may shrink the
+#: taps to symbol 0.02, where it no longer matches lags 1-2.
+MIN_NOISE_KERNEL_SYMBOL = 1.0 - 2.0 * MAX_NOISE_KERNEL_TAP
 #: ... and when the noise's correlation beyond neighbours follows the kernel: the kernel (taps
 #: a, b per axis, fitted to the filtered residual's lags 1 and 2) predicts lag 3; a measured lag
 #: 3 more than this many scatters off on either axis (``noise_kernel_misfit_x``/``_y``,
@@ -98,7 +107,21 @@ def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
                          f"its noise correlation between neighbouring pixels (lag-1 {shown}) is beyond what "
                          f"the noise model's three-tap kernel represents (at most {MAX_NOISE_CORRELATION:.2f}, "
                          f"tap {MAX_NOISE_KERNEL_TAP})"))
+    taps = {axis: (_number(record.get(f"noise_kernel_{axis}")) or 0.0,
+                   _number(record.get(f"noise_kernel_outer_{axis}")) or 0.0) for axis in ("x", "y")}
+    symbol = {axis: kernel_symbol_minimum(value) for axis, value in taps.items()}
+    if min(symbol.values()) < MIN_NOISE_KERNEL_SYMBOL:
+        shown = ", ".join(f"{axis} ({a:.2f}, {b:.2f})" for axis, (a, b) in taps.items())
+        problems.append((f"noise kernel {min(symbol.values()):.2f}",
+                         f"its noise kernel (taps {shown}) is beyond the validated range: its symbol falls to "
+                         f"{min(symbol.values()):.2f} (at least {MIN_NOISE_KERNEL_SYMBOL:.2f}), so the whitening "
+                         f"amplifies some frequencies more than {1 / MIN_NOISE_KERNEL_SYMBOL:.0f}x"))
     misfit = {axis: _number(record.get(f"noise_kernel_misfit_{axis}")) for axis in ("x", "y")}
+    unmeasured = [axis for axis in ("x", "y") if misfit[axis] is None and any(taps[axis])]
+    if unmeasured:
+        problems.append(("noise lag-3 not measured",
+                         f"its noise is correlated (kernel along {', '.join(unmeasured)}) but whether the kernel "
+                         f"represents it was not checked (no lag-3 figure)"))
     worst = max((abs(value) for value in misfit.values() if value is not None), default=0.0)
     if worst > MAX_NOISE_KERNEL_MISFIT:
         shown = ", ".join(f"{axis} {value:+.1f}" for axis, value in misfit.items() if value is not None)
@@ -115,7 +138,8 @@ def _twin_result_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
     below the bound (:data:`MIN_RAW_ERROR_OVER_CRLB`)."""
     bound = _number(record.get("crlb_radial_px"))
     raw, high = _number(record.get("twin_error_raw_px")), _number(record.get("twin_error_raw_px_ci_high"))
-    if not bound or raw is None or high is None or high >= MIN_RAW_ERROR_OVER_CRLB * bound:
+    high = raw if high is None else high  # without its interval, the point estimate
+    if not bound or raw is None or high >= MIN_RAW_ERROR_OVER_CRLB * bound:
         return []
     electrons = _number(record.get("electrons_peak"))
     counts = f", {electrons:.2g} electrons at the brightest model pixel" if electrons is not None else ""
@@ -124,6 +148,10 @@ def _twin_result_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
              f"Cramér-Rao bound ({bound:.3g} px radial{counts}), which no unbiased fit can: the raw "
              f"refinement stays near its starts, which in the twin lie near its true positions, so the twin "
              f"measures its starts, not the data")]
+
+
+def _twin_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
+    return _twin_model_problems(record) + _twin_result_problems(record)
 
 
 def raw_below_bound(record: dict[str, Any]) -> bool:
@@ -142,15 +170,13 @@ def twin_model_problem(record: dict[str, Any]) -> str | None:
 def twin_problem(record: dict[str, Any]) -> str | None:
     """Why the twin is not the verdict basis: :func:`twin_model_problem`, or its raw error below
     the image's bound (:data:`MIN_RAW_ERROR_OVER_CRLB`); None when neither."""
-    problems = _twin_model_problems(record) + _twin_result_problems(record)
-    return "; ".join(sentence for _, sentence in problems) or None
+    return "; ".join(sentence for _, sentence in _twin_problems(record)) or None
 
 
 def twin_model_flags(record: dict[str, Any]) -> str | None:
     """:func:`twin_problem` in a few words for a figure label (``model chi² 4.1, noise corr. 0.65,
     noise lag-3 7.0σ, raw 0.74x bound``)."""
-    problems = _twin_model_problems(record) + _twin_result_problems(record)
-    return ", ".join(short for short, _ in problems) or None
+    return ", ".join(short for short, _ in _twin_problems(record)) or None
 
 
 def _available(record: dict[str, Any], gain_key: str) -> bool:

@@ -86,10 +86,10 @@ PAIR_SPACINGS = 1.5
 SMOOTH_SPACINGS = 2.5
 #: Seed stream of the replicas: replica r of a sample uses SeedSequence([seed, r]).
 BELOW_BOUND_NOTE = "below the bound: the restored positions carry the network's prior"
-#: ... and when the raw error is under it too: then the twin's fits lean on their starts.
-RAW_BELOW_BOUND_NOTE = ("raw and restored below the bound: the twin's raw fits stay near their starts, "
-                        "which lie near its true positions; its errors measure the starts, not the data "
-                        "(not the verdict basis)")
+#: ... and when the twin's raw error is under it (remflow.precision.basis.raw_below_bound): then
+#: the twin's fits lean on their starts.
+RAW_BELOW_BOUND_NOTE = ("raw below the bound: the twin's raw fits stay near their starts, which lie near "
+                        "its true positions; its errors measure the starts, not the data (not the verdict basis)")
 
 _FIGURES = ["twin_error_raw_px", "twin_error_restored_px"]
 _CI = ("", "_ci_low", "_ci_high")
