@@ -231,7 +231,8 @@ def _series_record(record: dict) -> dict:
     return {**record, **series}
 
 
-@pytest.mark.parametrize("case", ["calibrated", "uncalibrated", "series", "wide", "tall", "large values"])
+@pytest.mark.parametrize("case", ["calibrated", "uncalibrated", "series", "wide", "tall", "large values",
+                                  "no columns"])
 def test_sample_figure_text_never_overlaps_and_stays_inside(case: str) -> None:
     """The per-sample figure's layout is fixed (no layout solver): every panel's texts, ticks and
     colour-bar labels must still fit their room, for the longest titles and labels it carries."""
@@ -247,12 +248,17 @@ def test_sample_figure_text_never_overlaps_and_stays_inside(case: str) -> None:
         raw, restored = raw[take], restored[take]
         inside = (columns["y_raw_px"] < 40) if case == "wide" else (columns["x_raw_px"] < 40)
         columns = columns[inside].reset_index(drop=True)
+    if case == "no columns":  # no lattice: the displacement colour bar is hidden, panels say why
+        columns = columns.iloc[0:0]
+        record = {"sample": record["sample"], "network": "sfr_hrstem", "n_columns": 0, "verdict": None,
+                  "status": "no lattice found: fewer than 10 peaks above the noise", "precision_gain": None}
     if case == "large values":  # intensities in the tens of thousands, displacements of many px
         raw, restored = 1000.0 * raw + 30000.0, 1000.0 * restored + 30000.0
         columns = columns.copy()
         columns["x_restored_px"] += 7.5
     figure = figures.sample_figure(raw, restored, columns, record, pixel_size_pm=pixel_size,
-                                   separation_px=SPACING_PX, series=case == "series")
+                                   separation_px=None if case == "no columns" else SPACING_PX,
+                                   series=case == "series")
     try:
         boxes = _panel_boxes(figure)
         whole = figure.bbox

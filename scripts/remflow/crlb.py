@@ -251,7 +251,7 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None) -> pd.
     0.15 along y (standard error of the ratio 0.02). The independent-pixel bound of the same
     per-pixel variance is 0.0084 px there against 0.0118 (x 0.3) and 0.0148 px (x 0.3, y 0.15):
     it would have claimed 1.4x and 1.8x too good a precision. A plain (unweighted, unwhitened)
-    least-squares fit scatters 1.10-1.15x the bound (400 draws). Cost
+    least-squares fit scatters 1.10-1.16x the bound (400 draws). Cost
     (``... validate_correlated_noise.py cost``, 384x384 px, 1089 columns, 2 CPU cores): 1.3 s
     independent, 2.9-3.4 s for taps (0.25, 0.14) and (0.3, 0.15), 7.7 s for (0.45, 0.3).
 

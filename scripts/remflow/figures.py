@@ -347,11 +347,13 @@ def figure_notes(precision: dict[str, Any], pixel_size_pm: float | None, separat
 
 #: Room (inches) of the per-sample figure's fixed layout: titles, colour bars and axis labels get
 #: room sized for the longest text they carry (checked by tests/test_figures.py for overlaps),
-#: the images get the rest. Why fixed: constrained layout measured every text twice per figure,
-#: ~0.6 of ~1.2 s, the largest per-image cost of a dataset run after restoration and fitting.
+#: the images get the rest. Why fixed: constrained layout measured every text twice per figure
+#: (0.6 s of a 1.2 s figure under cProfile; 1.0 -> 0.7 CPU s per figure in
+#: bench_workflow_overhead), the largest per-image cost of a dataset run after restoration and fitting.
+#: The columns are a third of the figure's width each (SAMPLE_FIGURE_SIZE_IN).
 _LAYOUT_IN = {"top": 0.08, "title_line": 0.2, "title_gap": 0.12, "image_title": 0.3,
               "bar_gap": 0.1, "bar": 0.14, "bar_labels": 0.5, "row2_head": 0.95, "row3_head": 0.5,
-              "bottom_labels": 0.5, "column": 5.0, "side": 0.15, "y_labels": 0.8, "map_bar_room": 1.05}
+              "bottom_labels": 0.5, "column": SAMPLE_FIGURE_SIZE_IN[0] / 3, "side": 0.15, "y_labels": 0.8, "map_bar_room": 1.05}
 
 
 def _sample_axes(figure: Figure, title_lines: int, series: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -373,6 +375,8 @@ def _sample_axes(figure: Figure, title_lines: int, series: bool) -> tuple[np.nda
     if series:
         fixed += room["row3_head"] + room["bottom_labels"]
     image_height = (height - fixed) / (2.7 if series else 2.0)
+    if image_height <= 0.5:
+        raise ValueError(f"a title of {title_lines} lines leaves no room for the images")
     axes = np.empty((3 if series else 2, 3), dtype=object)
     top = head + room["image_title"]
     for index in range(3):

@@ -691,7 +691,7 @@ def _kernel_tap_used(measured: float, pixels: float) -> float:
     -0.025, correlation -0.050, 1.33 scatters of 5062 effective pixels, moved the reduced
     chi-square from 1.01 to 1.12 and the image CRLB by 12 %). The rule's cost: the same image
     at 20000 e/A^2 (independent Poisson pixels) measures -0.113, 2.93 scatters: just under the
-    rule, so 0; at 3 scatters about 1 independent image in 370 gets a spurious tap.
+    rule, so 0; at 3 scatters about 1 axis in 370 of independent images (1 image in 185) gets a spurious tap.
     """
     if not math.isfinite(measured):
         return 0.0

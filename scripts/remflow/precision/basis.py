@@ -31,7 +31,7 @@ BASIS_FIELDS: list[str] = ["lattice_gain", "lattice_gain_ci_low", "lattice_gain_
 #: The twin is a verdict basis only when its image model explains the image: reduced chi-square
 #: of the (prewhitened) residual under the fitted noise model at most this. The validation images
 #: gave 1.00-1.03 (0.98-1.08 with correlated noise); real default frames (twin model, with the
-#: noise kernel) 1.33 (exp_hrstem_0), 2.29, 3.17 (exp_hrstem_1, 2: model error) and 1.05
+#: five-tap noise kernel, `make run`) 1.33 (exp_hrstem_0), 1.69, 3.17 (exp_hrstem_1, 2: model error) and 1.05
 #: (exp_hrstem_4; 4.07 before its correlated noise was modelled). Above it the twin's verdict is
 #: not validated and must not decide. Noise correlated beyond neighbours passes below it (RC
 #: low-pass phi 0.6 along x: chi-square 1.20 with the five-tap kernel, 1.49 with the three-tap
@@ -47,7 +47,8 @@ MAX_TWIN_REDUCED_CHI_SQUARE = 1.5
 #: chi-square, CRLB against Monte Carlo); near 0.5 the whitening multiplies the Nyquist
 #: frequency by 1 / (1 - 2a) (5x at 0.4) and a measured correlation clipped at 2/3 says the
 #: kernel does not fit. The default run: real frames along x 0.04 (exp_hrstem_0), 0.09
-#: (exp_hrstem_1, 2), 0.45 (exp_hrstem_4, 0.26 along y; taps 0.25, 0.14): all modelled.
+#: (exp_hrstem_1, 2), 0.45 (exp_hrstem_4, 0.26 along y; taps x (0.269, 0.015), y (0.121, -0.012)):
+#: all modelled.
 MAX_NOISE_KERNEL_TAP = 0.4
 #: The lag-1 correlation of that tap (0.606): above it (either axis) the twin is refused.
 MAX_NOISE_CORRELATION = 2.0 * MAX_NOISE_KERNEL_TAP / (1.0 + 2.0 * MAX_NOISE_KERNEL_TAP**2)
@@ -105,7 +106,7 @@ def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
         shown = ", ".join(f"{axis} {value:.2f}" for axis, value in correlation.items() if value is not None)
         problems.append((f"noise corr. {worst:.2f}",
                          f"its noise correlation between neighbouring pixels (lag-1 {shown}) is beyond what "
-                         f"the noise model's three-tap kernel represents (at most {MAX_NOISE_CORRELATION:.2f}, "
+                         f"the noise model's kernel represents (at most {MAX_NOISE_CORRELATION:.2f}, "
                          f"tap {MAX_NOISE_KERNEL_TAP})"))
     taps = {axis: (_number(record.get(f"noise_kernel_{axis}")) or 0.0,
                    _number(record.get(f"noise_kernel_outer_{axis}")) or 0.0) for axis in ("x", "y")}
