@@ -106,7 +106,7 @@ def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
         shown = ", ".join(f"{axis} {value:.2f}" for axis, value in correlation.items() if value is not None)
         problems.append((f"noise corr. {worst:.2f}",
                          f"its noise correlation between neighbouring pixels (lag-1 {shown}) is beyond what "
-                         f"the noise model's kernel represents (at most {MAX_NOISE_CORRELATION:.2f}, "
+                         f"the noise model's three-tap kernel represents (at most {MAX_NOISE_CORRELATION:.2f}, "
                          f"tap {MAX_NOISE_KERNEL_TAP})"))
     taps = {axis: (_number(record.get(f"noise_kernel_{axis}")) or 0.0,
                    _number(record.get(f"noise_kernel_outer_{axis}")) or 0.0) for axis in ("x", "y")}
