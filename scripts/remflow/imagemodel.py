@@ -706,7 +706,7 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
     """Poisson-Gaussian noise of ``image`` around its noiseless ``model``, possibly correlated
     between nearby pixels (see the module docs).
 
-    First the kernel taps (:func:`noise_kernel_taps`), then two estimates of gain and read
+    First the kernel taps (:func:`fit_axis_kernel` per axis), then two estimates of gain and read
     variance: the filtered one (robust to model error; regression of ``h^2`` on the squared
     taps of the combined kernel ``k * K``) and, from the prewhitened plain residual
     ``K^-1 r``, an efficient one (about 3x less scatter; each pixel counts once). The

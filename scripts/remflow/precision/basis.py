@@ -92,6 +92,12 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _per_axis(record: dict[str, Any], name: str) -> tuple[dict[str, float | None], float]:
+    """``{name}_x``/``_y`` of the record (None where not a number) and the larger magnitude (0 without any)."""
+    values = {axis: _number(record.get(f"{name}_{axis}")) for axis in ("x", "y")}
+    return values, max((abs(value) for value in values.values() if value is not None), default=0.0)
+
+
 def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
     """(short label, sentence) for each reason the twin's model does not hold for this image."""
     problems = []
@@ -100,8 +106,7 @@ def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append((f"model chi² {chi2:.1f}",
                          f"the image model does not explain this image (reduced chi-square {chi2:.2f} > "
                          f"{MAX_TWIN_REDUCED_CHI_SQUARE})"))
-    correlation = {axis: _number(record.get(f"noise_correlation_{axis}")) for axis in ("x", "y")}
-    worst = max((abs(value) for value in correlation.values() if value is not None), default=0.0)
+    correlation, worst = _per_axis(record, "noise_correlation")
     if worst > MAX_NOISE_CORRELATION:
         shown = ", ".join(f"{axis} {value:.2f}" for axis, value in correlation.items() if value is not None)
         problems.append((f"noise corr. {worst:.2f}",
@@ -117,13 +122,12 @@ def _twin_model_problems(record: dict[str, Any]) -> list[tuple[str, str]]:
                          f"its noise kernel (taps {shown}) is beyond the validated range: its symbol falls to "
                          f"{min(symbol.values()):.2f} (at least {MIN_NOISE_KERNEL_SYMBOL:.2f}), so the whitening "
                          f"amplifies some frequencies more than {1 / MIN_NOISE_KERNEL_SYMBOL:.0f}x"))
-    misfit = {axis: _number(record.get(f"noise_kernel_misfit_{axis}")) for axis in ("x", "y")}
+    misfit, worst = _per_axis(record, "noise_kernel_misfit")
     unmeasured = [axis for axis in ("x", "y") if misfit[axis] is None and any(taps[axis])]
     if unmeasured:
         problems.append(("noise lag-3 not measured",
                          f"its noise is correlated (kernel along {', '.join(unmeasured)}) but whether the kernel "
                          f"represents it was not checked (no lag-3 figure)"))
-    worst = max((abs(value) for value in misfit.values() if value is not None), default=0.0)
     if worst > MAX_NOISE_KERNEL_MISFIT:
         shown = ", ".join(f"{axis} {value:+.1f}" for axis, value in misfit.items() if value is not None)
         problems.append((f"noise lag-3 {worst:.1f}σ",
