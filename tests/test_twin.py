@@ -135,6 +135,25 @@ def test_noise_model_keeps_no_read_noise_that_a_counting_image_lacks(seed):
     assert draw.min() >= 0.0 and np.allclose(draw / noise.gain, np.rint(draw / noise.gain))  # counts, as the image
 
 
+@pytest.mark.parametrize("region, dose", [("vacuum", 50.0), ("vacuum", 300.0), ("particle", 50.0),
+                                          ("particle", 300.0)])
+def test_noise_model_of_a_counting_image_with_empty_vacuum(region, dose):
+    """Background 0: the vacuum holds exact zeros and the model's background dips slightly below 0.
+    Before the dark pixels were left out, the fit gave gain 0 with chi-square 4e19 (particle,
+    50 e/A^2) or chi-square 18.6 (vacuum, 300 e/A^2)."""
+    spec = LatticeSpec(shape=SHAPE, position_jitter_px=JITTER, seed=1, region=region, background=0.0)
+    positions = true_positions(spec)
+    raw = degrade(render(spec, positions), Degradation(dose_e_per_A2=dose, seed=1)).astype(np.float64)
+    inside = positions[positions["in_image"]]
+    model = fit_image_model(raw, inside["x_px"].to_numpy(), inside["y_px"].to_numpy(), sigma_start=2.5,
+                            sigma_bounds=(0.6, 6.0))
+    noise = fit_noise_model(raw, model.image, n_parameters=model_parameter_count(model))
+    print(region, dose, noise)
+    assert noise.gain == pytest.approx(1.0, rel=0.15)
+    assert abs(noise.reduced_chi_square - 1) < 0.1
+    assert np.all(noise.variance(model.image) >= 0.01 * noise.gain**2 * (1 - 1e-12))
+
+
 def test_noise_model_fits_noise_correlated_along_the_scan():
     """Noise low-passed along x by [a, 1, a] (a detector's bandwidth along the fast scan) has
     lag-1 correlation 2a / (1 + 2a^2) along x and none along y; the noise model measures it

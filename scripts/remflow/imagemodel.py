@@ -90,6 +90,11 @@ NOISE_PASSES = 4
 READ_SIGNIFICANCE = 3.0
 #: The noise regression's weights stop growing below this fraction of the mean squared residual.
 VARIANCE_WEIGHT_FLOOR = 0.01
+#: Pixels whose model expects fewer detected electrons than this are left out of the noise fit,
+#: and no pixel's variance is taken below that of this many electrons.
+DARK_ELECTRONS = 0.01
+#: Refits of the noise model without the dark pixels (they depend on the gain found).
+DARK_PASSES = 3
 #: Below this reduced chi-square (plain residual under the filtered noise model) the model
 #: explains the image and the plain residual gives the (more precise) noise estimate.
 GOOD_MODEL_CHI_SQUARE = 1.1
@@ -194,6 +199,8 @@ class NoiseModel:
         """Noise variance of pixels of noiseless value ``signal`` (floored at a tiny positive value)."""
         variance = self.gain * np.asarray(signal, dtype=np.float64) + self.read_variance
         floor = 1e-6 * max(self.gain, 1e-300) * max(float(np.max(np.abs(signal))), 1e-300)
+        if self.gain > 0:  # a pixel expecting almost no electron: as if it expected DARK_ELECTRONS
+            floor = max(floor, DARK_ELECTRONS * self.gain**2)
         return np.maximum(variance, floor)
 
     def electrons(self, signal: float) -> float:
@@ -768,7 +775,30 @@ def fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int =
     significant, symbol at least MIN_KERNEL_SYMBOL), ``kernel_misfit_*`` is the lag-3 check
     (:func:`kernel_misfit`). Raises ValueError when the images differ in shape or are smaller
     than 5x5.
+
+    Pixels where the model expects fewer than DARK_ELECTRONS detected electrons (an empty
+    vacuum of a counting image) carry no information on the noise: the fit is repeated
+    without them (their variance is then ~0, and the model's small negative or positive
+    excursions there would otherwise pass for noise or blow up the chi-square).
     """
+    noise = _fit_noise_model(image, model, n_parameters=n_parameters, mask=mask)
+    signal = np.asarray(model, dtype=np.float64)
+    keep = np.ones(signal.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    used = keep
+    for _ in range(DARK_PASSES):  # the dark pixels depend on the gain, the gain on the pixels used
+        if not noise.gain > 0:
+            break
+        lit = keep & ((signal - noise.offset) / noise.gain >= DARK_ELECTRONS)
+        if np.array_equal(lit, used) or lit.sum() < 25:
+            break
+        used = lit
+        noise = _fit_noise_model(image, model, n_parameters=n_parameters, mask=used)
+    return noise
+
+
+def _fit_noise_model(image: np.ndarray, model: np.ndarray, *, n_parameters: int = 0,
+                     mask: np.ndarray | None = None) -> NoiseModel:
+    """:func:`fit_noise_model` on the pixels of ``mask``."""
     data = np.asarray(image, dtype=np.float64)
     signal = np.asarray(model, dtype=np.float64)
     if data.shape != signal.shape or data.ndim != 2 or min(data.shape) < 5:
