@@ -39,7 +39,8 @@ neighbours within 2.5 spacings puts it): both too regular, and ``deconvolved``
 shrunk so that its mean square equals the raw one minus the raw fit's own scatter.
 Validated with ``tests/validate_twin.py`` on synthetic 128x128 square lattices (spacing
 12 px, width 2.5 px) whose columns carry static displacements of 0.15 px per axis, fitted
-without truth, 4 replicas, seeds 1-3; twin / truth RMSE (raw, restored) and verdicts:
+without truth, 4 replicas, seeds 1-3 (before the read-variance selection below); twin / truth
+RMSE (raw, restored) and verdicts:
 
 ============  =====================  =====================  ====================
 truth         300 e/A^2              30000 e/A^2            verdicts agreeing
