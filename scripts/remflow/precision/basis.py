@@ -80,9 +80,9 @@ MAX_NOISE_KERNEL_MISFIT = 4.0
 #: same fits): the twin then measures its starts, not the data, and its raw error, gain and
 #: verdict are too optimistic for the raw image. Refused when the upper end of the raw error's
 #: 95 % interval is below this fraction of the bound (the bound itself is known to ~3-10 %:
-#: README, section 'Correlated pixel noise'). Measured (default run): the dose sweep 1.05 (50
-#: e/Å², 3 electrons at the brightest pixel; twin 14 % under the truth there), 1.23, 1.41, 1.40;
-#: exp_hrstem_0 2.00; exp_hrstem_4 0.79 (2.9 electrons at the brightest pixel: refused).
+#: README, section 'Correlated pixel noise'). Measured (default run, 2026-11-30, after the read
+#: variance had to be significant): the dose sweep 1.12 (50 e/Å², 2.9 electrons at the brightest
+#: pixel), 1.22, 1.42, 1.51; exp_hrstem_0 2.00; exp_hrstem_4 0.79 (2.9 electrons: refused).
 MIN_RAW_ERROR_OVER_CRLB = 0.9
 
 
