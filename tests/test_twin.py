@@ -16,7 +16,7 @@ from remflow.columns import fit_columns
 from remflow.crlb import image_position_crlb, lattice_position_crlb
 from remflow.imagemodel import fit_image_model, fit_noise_model, model_parameter_count
 from remflow.precision import bootstrap_ci, match_nearest, verdict
-from remflow.precision.basis import apply_gain_basis
+from remflow.precision.basis import apply_gain_basis, spread_unresolved
 from remflow.precision.twin import fit_replicas, model_of_image, plan_twin, twin_figures
 from remflow.synthetic import Degradation, LatticeSpec, degrade, expected_counts, render, true_positions
 
@@ -63,6 +63,8 @@ def test_twin_predicts_the_truth_rmse_and_verdict_without_truth(restorer, dose):
     assert twin["twin_error_restored_px"] == pytest.approx(real["restored"], rel=0.25)
     assert twin["twin_verdict"] == real["verdict"]
     assert abs(plan.figures["noise_reduced_chi_square"] - 1) < 0.1  # the model explains the image
+    # 0.21 px of real displacement under 0.56 px of raw noise (50 e/A^2) is not resolved; at 300 it is.
+    assert spread_unresolved(plan.figures) == (dose < 300)
 
 
 def test_twin_predicts_the_truth_rmse_under_noise_correlated_between_pixels(restorer):
@@ -358,6 +360,13 @@ def test_the_verdict_rests_on_truth_then_twin_then_truth_free_figures():
     truth = {"truth_gain": 1.5, "truth_gain_ci_low": 1.2, "truth_gain_ci_high": 1.8}
     assert apply_gain_basis({**lattice, **twin, **truth})["gain_basis"] == "truth"
     assert apply_gain_basis(lattice)["gain_basis"] == "lattice"
+    # A displacement spread within two errors of 0: still the basis, with a note saying why its
+    # restored error is uncertain; resolved: no note.
+    unresolved = apply_gain_basis({**lattice, **twin, "twin_displacement_sq_px2": 0.05,
+                                   "twin_displacement_sq_error_px2": 0.04})
+    assert unresolved["gain_basis"] == "twin" and "not resolved" in unresolved["twin_note"]
+    assert "twin_note" not in apply_gain_basis({**lattice, **twin, "twin_displacement_sq_px2": 0.06,
+                                                "twin_displacement_sq_error_px2": 0.01})
 
 
 def test_a_five_tap_kernel_beyond_the_validated_range_or_unchecked_refuses_the_twin():

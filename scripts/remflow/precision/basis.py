@@ -8,6 +8,8 @@ else the truth-free figures. The figures of the other bases stay in the record b
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from remflow.imagemodel import kernel_symbol_minimum
@@ -199,6 +201,22 @@ def choose_gain_basis(record: dict[str, Any]) -> str | None:
     return None
 
 
+#: twin_note where the deconvolved truth's displacement spread is within two errors of 0.
+UNRESOLVED_SPREAD_NOTE = ("the real columns' displacement from their local lattice is not resolved from the raw "
+                          "fit's noise (D^2 - s^2 = {:.3g} +- {:.2g} px^2): the twin's truth keeps a spread that is "
+                          "uncertain, and its restored error with it (validation lattices at 50 e/A^2: twin / truth "
+                          "restored 0.92-1.47)")
+
+
+def spread_unresolved(record: dict[str, Any]) -> bool:
+    """True where the twin's ``twin_displacement_sq_px2`` lies within two of its standard errors
+    of 0 (:func:`remflow.precision.twin.deconvolved_positions`); False where not given."""
+    value, error = record.get("twin_displacement_sq_px2"), record.get("twin_displacement_sq_error_px2")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (value, error)):
+        return False
+    return value - 2.0 * error <= 0.0
+
+
 def apply_gain_basis(record: dict[str, Any]) -> dict[str, Any]:
     """The record with ``precision_gain`` (+ interval), ``verdict`` and ``gain_basis`` set from
     the chosen basis. The gain precision_summary computed (truth or lattice, named by its
@@ -215,6 +233,9 @@ def apply_gain_basis(record: dict[str, Any]) -> dict[str, Any]:
     problem = twin_problem(out)
     if out.get("twin_gain") is not None and problem:
         out["twin_note"] = f"not the verdict basis: {problem}"
+    elif out.get("twin_gain") is not None and spread_unresolved(out):
+        out["twin_note"] = UNRESOLVED_SPREAD_NOTE.format(out["twin_displacement_sq_px2"],
+                                                         out["twin_displacement_sq_error_px2"])
     if basis is None:
         return out
     gain_key = next(g for n, g, _ in GAIN_BASES if n == basis)
