@@ -59,7 +59,8 @@ real displacement spread within the raw noise); 0.87-0.96, 0.83-1.00 at 300; 0.9
 0.88-1.05 at 3000; 0.90-1.03, 0.82-1.04 at 30000; verdicts 3, 3, 1 and 3 of 3 (at 3000 the
 gain is 1.09-1.19: one image's truth interval says "inconclusive" where the twin's four
 replicas say "helps"). What it cannot see: the uncertainty of the deconvolved truth's spread
-is not in the twin's interval.
+is not in the twin's interval (``twin_note`` says where that spread is not resolved,
+:func:`remflow.precision.basis.spread_unresolved`).
 
 Cost: one network call per replica on the twin region (a central crop of at most
 ``twin.max_pixels``; columns within ``CROP_CONTEXT_PX`` of a crop edge inside the image
