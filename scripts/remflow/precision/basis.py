@@ -211,8 +211,8 @@ UNRESOLVED_SPREAD_NOTE = ("the real columns' displacement from their local latti
 def spread_unresolved(record: dict[str, Any]) -> bool:
     """True where the twin's ``twin_displacement_sq_px2`` lies within two of its standard errors
     of 0 (:func:`remflow.precision.twin.deconvolved_positions`); False where not given."""
-    value, error = record.get("twin_displacement_sq_px2"), record.get("twin_displacement_sq_error_px2")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (value, error)):
+    value, error = _number(record.get("twin_displacement_sq_px2")), _number(record.get("twin_displacement_sq_error_px2"))
+    if value is None or error is None or not math.isfinite(error):
         return False
     return value - 2.0 * error <= 0.0
 
