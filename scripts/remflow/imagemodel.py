@@ -60,9 +60,10 @@ noise, seeds 1-3): line sigma within 0.86-1.14 of the truth (one of 30: 1.31, th
 on 128x128 px) for AR(1) lengths 20 and 100 px, one offset per row, and Gaussian-smoothed
 line noise (a correlation the model does not have); chi-square 0.98-1.05; gain 2.16-2.59 on
 128x128 px, 2.33-2.55 on 256x256 px (true 2.5). Without line noise (``... false --replicas
-40``): none found on 80 images (largest significance 2.73 of the 3 needed). Real frames:
-exp_hrstem_0 and exp_hrstem_2 carry it (line sigma ~0.3 of the pixel noise, lengths of 100-200
-px), exp_hrstem_1 not.
+40``): none found on 80 images (largest significance 2.73 of the 3 needed). Real frames
+(``make run``): exp_hrstem_0 and exp_hrstem_2 carry it (line sigma ~0.4 and ~0.8 of the pixel
+noise, lengths 108 and 152 px, significance 4.0 and 4.8; chi-square 1.33 -> 1.17 and 3.17 ->
+1.48), exp_hrstem_1 and exp_hrstem_4 not.
 
 Assumptions: noise correlated over at most two pixels along x and along y, through a separable
 symmetric five-tap kernel (a detector's bandwidth along the fast scan, a resampled image);

@@ -34,7 +34,10 @@ BASIS_FIELDS: list[str] = ["lattice_gain", "lattice_gain_ci_low", "lattice_gain_
 #: of the (prewhitened) residual under the fitted noise model at most this. The validation images
 #: gave 1.00-1.03 (0.98-1.08 with correlated noise); real default frames (twin model, with the
 #: five-tap noise kernel, `make run`) 1.33 (exp_hrstem_0), 1.69, 3.17 (exp_hrstem_1, 2: model error) and 1.05
-#: (exp_hrstem_4; 4.07 before its correlated noise was modelled). Above it the twin's verdict is
+#: (exp_hrstem_4; 4.07 before its correlated noise was modelled); with scan-line noise modelled
+#: 1.17 (exp_hrstem_0) and 1.48 (exp_hrstem_2). Synthetic lattices with line noise half the
+#: pixel noise gave 1.34-1.48 before it was modelled (tests/validate_line_noise.py): this gate
+#: alone did not catch that twin. Above it the twin's verdict is
 #: not validated and must not decide. Noise correlated beyond neighbours passes below it (RC
 #: low-pass phi 0.6 along x: chi-square 1.20 with the five-tap kernel, 1.49 with the three-tap
 #: one; README, section 'Correlated pixel noise'): MAX_NOISE_KERNEL_MISFIT, not this gate, catches it.
