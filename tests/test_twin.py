@@ -194,7 +194,7 @@ def _line_noise(shape: tuple[int, int], sigma: float, length_px: float, rng: np.
 @pytest.mark.parametrize("length", [20.0, np.inf])
 def test_noise_model_measures_scan_line_noise(length):
     """Line noise (0.4 of the pixel noise, AR(1) along x or one offset per row) is found and its
-    size recovered (tests/validate_line_noise.py fit: 0.86-1.08 of the truth on 128x128 px at
+    size recovered (tests/validate_line_noise.py fit: 0.90-1.14 of the truth on 128x128 px at
     this ratio); the chi-square accounts for it; the same image without it finds none."""
     spec = LatticeSpec(shape=SHAPE, position_jitter_px=0.1, seed=3)
     positions = true_positions(spec)

@@ -5,9 +5,9 @@ remflow.imagemodel (fit_line_noise) and remflow.crlb and in README, section 'Sca
 
     PYTHONPATH=scripts python tests/validate_line_noise.py fit --seeds 1 2 3      # recovery
     PYTHONPATH=scripts python tests/validate_line_noise.py false --replicas 40    # none present
-    PYTHONPATH=scripts python tests/validate_line_noise.py crlb --replicas 400    # bound vs Monte Carlo
+    PYTHONPATH=scripts python tests/validate_line_noise.py crlb --replicas 1000   # bound vs Monte Carlo
     PYTHONPATH=scripts TF_USE_LEGACY_KERAS=1 python tests/validate_line_noise.py twin --seeds 1 2 3 \
-        --dose 300 --kind ar1                                                     # twin vs truth
+        --dose 300 --kind ar1 --ratio 0.5 --length 50                             # twin vs truth
 
 The synthetic line noise is generated here, independently of remflow.imagemodel's
 line_noise_field, in three kinds: ``ar1`` (the model's exponential correlation), ``rows`` (one

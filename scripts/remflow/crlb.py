@@ -51,6 +51,8 @@ EDGE_MARGIN_SIGMAS = 3.0
 SOLVE_CHUNK = 512
 #: The one-number summary uses at most this many columns (evenly spread over the
 #: candidates): each costs a sparse solve, and large images have thousands of columns.
+#: The twin (remflow.precision.twin) passes its evaluated columns with no cap instead: it needs
+#: every one's amplitude bound to leave faint columns out, and then summarises the same columns.
 SUMMARY_MAX_COLUMNS = 128
 #: Entries of per-row line-noise corrections gathered before they are summed (memory bound).
 LINE_CORRECTION_CHUNK = 4_000_000
@@ -250,7 +252,7 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None, *,
     ``diag(v) + S``; its information is ``J - sum_rows (W D_r)^T (S^-1 + W_r)^-1 (W D_r)``
     (:func:`_line_correction`, Woodbury with the tridiagonal ``S^-1``). Validated
     (``tests/validate_line_noise.py crlb``, the isolated column below without kernel, line
-    noise 0.5 and 1.0 of the pixel noise, lengths 5, 50 and 20 px, 1000 draws, maximum-likelihood
+    noise (sigma / pixel noise, length) (0.5, 5 px), (0.5, 50 px), (1.0, 20 px), 1000 draws, maximum-likelihood
     fit with each row whitened by its exact covariance): scatter / bound 0.985-0.999 (x, y;
     standard error 0.022); without the line noise the bound is 8-29 % smaller along y. Cost:
     exp_hrstem_0's twin region (440x440 px, 885 model columns) 5.8 s instead of 1.7 s.
@@ -358,8 +360,9 @@ def _line_correction(weighted: sparse.sparray, variance: np.ndarray, shape: tupl
 def image_position_crlb(model, noise, columns: np.ndarray | None = None) -> dict[str, float | None]:
     """``crlb_px`` (per axis, ``sqrt(mean (var_x + var_y) / 2)``) and ``crlb_radial_px``
     (``sqrt(2)`` times it: the bound on a radial RMS error) over ``columns`` of the image
-    model (see :func:`image_position_crlbs`); None when there are none or the information
-    is singular."""
+    model (see :func:`image_position_crlbs`; at most SUMMARY_MAX_COLUMNS of them) and
+    ``crlb_columns`` (how many); the bounds None (and 0 columns) when there are none or the
+    information is singular."""
     if columns is not None and len(columns) == 0:
         return {"crlb_px": None, "crlb_radial_px": None, "crlb_columns": 0}
     try:
@@ -370,7 +373,9 @@ def image_position_crlb(model, noise, columns: np.ndarray | None = None) -> dict
 
 
 def summarise_crlb(table: pd.DataFrame) -> dict[str, float | None]:
-    """:func:`image_position_crlb`'s figures from a table of :func:`image_position_crlbs`."""
+    """:func:`image_position_crlb`'s figures from a table of :func:`image_position_crlbs`:
+    ``crlb_px`` (per axis, RMS over the table's columns, px), ``crlb_radial_px`` (px) and
+    ``crlb_columns`` (how many); the two bounds None for an empty table."""
     if len(table) == 0:
         return {"crlb_px": None, "crlb_radial_px": None, "crlb_columns": 0}
     per_axis = float(np.sqrt(np.mean(table["crlb_px"] ** 2)))

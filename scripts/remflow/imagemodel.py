@@ -54,11 +54,13 @@ chi-square then uses the covariance ``diag(v) + S`` per row (Woodbury,
 :func:`line_chi_square_reduction`), the plain-residual estimate takes ``line_variance`` off,
 replicas carry ``L`` (:meth:`NoiseModel.draw`) and the bound its information
 (:func:`remflow.crlb.image_position_crlbs`). The second-difference filter of the gain fit
-removes ``L`` (smooth along x), so the gain and the taps do not see it. Validated
-(``tests/validate_line_noise.py fit``, lattices as below plus line noise 0.4 (0.2) of the pixel
-noise, seeds 1-3): line sigma within 0.86-1.14 of the truth (one of 30: 1.31, the weak case
-on 128x128 px) for AR(1) lengths 20 and 100 px, one offset per row, and Gaussian-smoothed
-line noise (a correlation the model does not have); chi-square 0.98-1.05; gain 2.16-2.59 on
+removes ``L`` where it is smooth along x (correlation lengths of several px; the length grid
+starts at 4 px), so the gain and the taps do not see it. Validated
+(``tests/validate_line_noise.py fit``, lattices as below plus line noise 0.4 of the pixel
+noise: AR(1) of lengths 20 and 100 px, one offset per row, white noise smoothed by a Gaussian
+of 15 px (a correlation the model does not have), and 0.2 of the pixel noise at length 100 px;
+128x128 and 256x256 px, seeds 1-3): line sigma 0.89-1.14 of the truth (one of 30: 1.31, the
+weak case on 128x128 px); chi-square 0.98-1.05; gain 2.16-2.59 on
 128x128 px, 2.33-2.55 on 256x256 px (true 2.5). Without line noise (``... false --replicas
 40``): none found on 80 images (largest significance 2.73 of the 3 needed). Real frames
 (``make run``): exp_hrstem_0 and exp_hrstem_2 carry it (line sigma ~0.4 and ~0.8 of the pixel
@@ -130,8 +132,11 @@ LINE_MIN_SPAN_WIDTHS = 2.0
 LINE_BLOCKS = 8
 #: Line noise is modelled only when a window's estimate lies this many errors above 0.
 LINE_SIGNIFICANCE = 3.0
-#: Correlation lengths (px) among which the line noise's is chosen.
-LINE_LENGTHS_PX = tuple(float(v) for v in np.geomspace(1.0, 4096.0, 49))
+#: Correlation lengths (px) among which the line noise's is chosen: from half the narrowest
+#: window (shorter line noise is nearly white along the row and passes for pixel noise).
+LINE_LENGTHS_PX = tuple(float(v) for v in np.geomspace(4.0, 4096.0, 41))
+#: Windows needed to fit both size and length (one window leaves the length undetermined).
+LINE_MIN_WINDOWS = 2
 #: Below this reduced chi-square (plain residual under the filtered noise model) the model
 #: explains the image and the plain residual gives the (more precise) noise estimate.
 GOOD_MODEL_CHI_SQUARE = 1.1
@@ -183,7 +188,9 @@ class ImageModel:
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """``Var = gain * signal + read_variance`` (image units); see the module docs."""
+    """``Var = gain * signal + read_variance`` (image units) per pixel, correlated by the kernel
+    and, where ``line_variance`` > 0, plus scan-line noise (see the module docs). Raises
+    ValueError for line noise without a finite correlation length > 0."""
 
     gain: float  # image units per detected electron
     read_variance: float  # image units^2; negative = a dark offset of -read_variance / gain
@@ -213,6 +220,11 @@ class NoiseModel:
     line_variance: float = 0.0
     line_length_px: float = 0.0
     line_significance: float = float("nan")
+
+    def __post_init__(self) -> None:
+        if self.line_variance > 0 and not 0.0 < self.line_length_px < math.inf:
+            raise ValueError(f"line noise of variance {self.line_variance} needs a finite correlation length > 0 px, "
+                             f"got {self.line_length_px}")
 
     @property
     def line_sigma(self) -> float:
@@ -245,7 +257,8 @@ class NoiseModel:
         return -self.read_variance / self.gain if self.read_variance < 0 and self.gain > 0 else 0.0
 
     def variance(self, signal: np.ndarray) -> np.ndarray:
-        """Noise variance of pixels of noiseless value ``signal`` (floored at a tiny positive value)."""
+        """Noise variance ``gain * signal + read_variance`` of pixels of noiseless value ``signal``
+        (floored at a tiny positive value); without the line noise, which is correlated along the row."""
         variance = self.gain * np.asarray(signal, dtype=np.float64) + self.read_variance
         floor = 1e-6 * max(self.gain, 1e-300) * max(float(np.max(np.abs(signal))), 1e-300)
         if self.gain > 0:  # a pixel expecting almost no electron: as if it expected DARK_ELECTRONS
@@ -814,7 +827,8 @@ def _kernel_tap_used(measured: float, pixels: float) -> float:
 
 def line_precision(cols: int, variance: float, length_px: float) -> sparse.csr_array:
     """(cols, cols) tridiagonal inverse of the covariance ``variance * phi^|i - j|`` of one row's
-    line noise, ``phi = exp(-1 / length_px)`` (a stationary AR(1) process along x)."""
+    line noise, ``phi = exp(-1 / length_px)`` (a stationary AR(1) process along x); needs
+    ``cols`` >= 1, ``variance`` > 0 (image units^2) and a finite ``length_px`` > 0."""
     phi = math.exp(-1.0 / length_px)
     scale = 1.0 / (variance * (1.0 - phi**2))
     diagonal = np.full(cols, 1.0 + phi**2)
@@ -859,8 +873,9 @@ def measure_line_noise(white: np.ndarray, variance: np.ndarray,
     """Variance of the scan-line noise in windows along x: ``(width_px, estimate, error)`` per
     width of LINE_WINDOWS_PX that the image is wide enough for (see :func:`fit_line_noise`).
 
-    ``white``: the prewhitened residual (rows, cols); ``variance``: its independent pixel noise
-    variance (rows, cols); ``mask``: pixels to use (default all). Per width ``s``:
+    ``white``: the prewhitened residual (rows, cols; image units); ``variance``: its independent
+    pixel noise variance (rows, cols; image units^2); ``mask``: the pixels whose filtered value
+    counts (default all; the window still reaches 4 widths along x and one row up and down). Per width ``s``:
     ``h = d_y * (g_s *_x white)``, ``d_y = [1, -2, 1]`` along y, ``g_s`` a Gaussian of width ``s``
     along x; ``E[h^2] = sum (d_y g_s)^2 v + 6 Var(g_s * L)`` for line noise ``L`` independent
     between rows, so ``Var(g_s * L) = mean(h^2 - sum (d_y g_s)^2 v) / 6``; the second
@@ -894,7 +909,9 @@ def measure_line_noise(white: np.ndarray, variance: np.ndarray,
 
 def fit_line_noise(white: np.ndarray, variance: np.ndarray,
                    mask: np.ndarray | None = None) -> tuple[float, float, float]:
-    """Scan-line noise of a prewhitened residual: ``(variance, length_px, significance)``.
+    """Scan-line noise of a prewhitened residual ``white`` (rows, cols; image units) whose
+    independent pixel noise has ``variance`` (rows, cols; image units^2), over the pixels of
+    ``mask`` (default all): ``(variance, length_px, significance)``.
 
     Line noise (STEM scan-line flicker: probe current or detector drifts over one line) is an
     additive process ``L`` per row, independent between rows, stationary along x (the fast
@@ -902,10 +919,14 @@ def fit_line_noise(white: np.ndarray, variance: np.ndarray,
     per row is the limit of a long length). It is measured in windows along x
     (:func:`measure_line_noise`), then ``variance`` and ``length_px`` are the weighted least
     squares fit of ``variance * sum_h a_h exp(-|h| / length)`` to the window estimates (length
-    on a grid LINE_LENGTHS_PX). ``significance``: the largest window estimate over its error.
-    Returns variance 0 when no estimate lies LINE_SIGNIFICANCE errors above 0 (no line noise
-    resolved) or no window fits the image. Why our own: a noise component of this model, not
-    a general library feature.
+    on a grid LINE_LENGTHS_PX). ``significance``: the largest window estimate over its
+    standard error. Returns variance 0 and length 0 when no estimate lies LINE_SIGNIFICANCE
+    standard errors above 0 (no line noise resolved) or fewer than LINE_MIN_WINDOWS windows fit
+    the image (under 128 px wide: one window cannot tell size from length); significance NaN
+    when no window fits (under 64 px wide or 24 rows). The variance is that of the prewhitened
+    domain: in the image the stripes are larger by the kernel's sum over its root sum of
+    squares (1 for independent pixels). Why our own: a noise component of this model, not a
+    general library feature.
     """
     windows = measure_line_noise(white, variance, mask)
     if not windows:
@@ -913,7 +934,7 @@ def fit_line_noise(white: np.ndarray, variance: np.ndarray,
     widths, values, errors = (np.array(part) for part in zip(*windows))
     errors = np.maximum(errors, 1e-12 * max(float(np.max(np.abs(values))), 1e-300))
     significance = float(np.max(values / errors))
-    if not significance > LINE_SIGNIFICANCE:
+    if not significance > LINE_SIGNIFICANCE or len(windows) < LINE_MIN_WINDOWS:
         return 0.0, 0.0, significance
     best = None
     for length in LINE_LENGTHS_PX:
@@ -931,7 +952,8 @@ def line_chi_square_reduction(white: np.ndarray, inverse_variance: np.ndarray, v
                               length_px: float) -> float:
     """``sum_rows u^T (Q + W)^-1 u`` with ``u = W r``, ``W = diag(inverse_variance)`` (0 for pixels
     not used) and ``Q`` the line noise's precision (:func:`line_precision`): what the line
-    noise takes off ``r^T W r`` (Woodbury: ``r^T (W^-1 + Q^-1)^-1 r = r^T W r - u^T (Q + W)^-1 u``)."""
+    noise takes off ``r^T W r`` (Woodbury: ``r^T (W^-1 + Q^-1)^-1 r = r^T W r - u^T (Q + W)^-1 u``).
+    ``white`` (rows, cols; image units), ``inverse_variance`` (rows, cols; 1 / image units^2)."""
     data = np.asarray(white, dtype=np.float64)
     rows, cols = data.shape
     precision = line_precision(cols, variance, length_px)

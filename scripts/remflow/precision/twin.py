@@ -118,7 +118,7 @@ TWIN_FIELDS: list[str] = (
     + ["twin_gain", "twin_gain_ci_low", "twin_gain_ci_high", "twin_verdict",
        "twin_bias_restored_x_px", "twin_bias_restored_y_px", "twin_bias_restored_px",
        "twin_shared_fraction_raw", "twin_shared_fraction_restored", "twin_shared_error_restored_px",
-       "twin_replicas", "twin_columns", "twin_faint_columns", "twin_truth", "twin_status", "twin_note",
+       "twin_replicas", "twin_columns", "twin_faint_columns", "crlb_columns", "twin_truth", "twin_status", "twin_note",
        "noise_gain", "noise_read_sigma", "noise_reduced_chi_square", "noise_method",
        "noise_correlation_x", "noise_correlation_y", "noise_kernel_x", "noise_kernel_y",
        "noise_kernel_outer_x", "noise_kernel_outer_y", "noise_kernel_misfit_x", "noise_kernel_misfit_y",
@@ -389,12 +389,12 @@ def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, probe: pd.
 
 
 def _faint_columns(region: ImageModel, noise, columns: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame | None]:
-    """(N,) bool: evaluated twin columns whose model amplitude lies within
-    MIN_AMPLITUDE_SIGNIFICANCE of its own Cramér-Rao bound of 0 (or below 0).
+    """(len(columns),) bool, per row of ``columns``: evaluated twin columns whose model
+    amplitude is below MIN_AMPLITUDE_SIGNIFICANCE times its own Cramér-Rao bound (or below 0).
 
     Such a "column" (a noise peak on an amorphous support, a stripe of line noise) carries no
-    position information: its bound runs to tens of pixels (exp_hrstem_2: up to 750 px per
-    axis, making the image's RMS bound 58 px), while a fit of it stays at its start. Its error
+    position information: its bound runs to tens of pixels (exp_hrstem_2: up to 750 px along
+    one axis, making the image's RMS bound 58 px), while a fit of it stays at its start. Its error
     says nothing about precision; it is left out of the twin's errors and of the bound alike.
     All evaluated columns are kept when the bound cannot be computed. Also returns the bounds
     of all evaluated columns (:func:`remflow.crlb.image_position_crlbs`; None when not computed)."""
