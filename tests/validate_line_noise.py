@@ -18,29 +18,28 @@ along x by a Gaussian: a correlation the model does not have).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, optimize
 
 from remflow.synthetic import LatticeSpec, render, true_positions
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_twin import _line_noise  # noqa: E402
+
 GAIN, READ = 2.5, 15.0  # image units per electron, Gaussian read noise (image units)
 
 
 def synthetic_line_noise(shape: tuple[int, int], sigma: float, length_px: float, kind: str,
                          rng: np.random.Generator) -> np.ndarray:
-    """(rows, cols) line noise of standard deviation ``sigma``, independent between rows."""
+    """(rows, cols) line noise of standard deviation ``sigma``, independent between rows (``ar1``
+    and ``rows``: tests/test_twin.py's generator, so that its tests repeat these draws)."""
     rows, cols = shape
-    if kind == "rows":
-        return np.repeat(rng.normal(0.0, sigma, size=(rows, 1)), cols, axis=1)
-    if kind == "ar1":
-        phi = np.exp(-1.0 / length_px)
-        out = np.empty(shape)
-        out[:, 0] = rng.normal(0.0, sigma, size=rows)
-        for col in range(1, cols):
-            out[:, col] = phi * out[:, col - 1] + rng.normal(0.0, sigma * np.sqrt(1 - phi**2), size=rows)
-        return out
+    if kind in ("ar1", "rows"):
+        return _line_noise(shape, sigma, length_px if kind == "ar1" else np.inf, rng)
     if kind == "smooth":
         pad = int(4 * length_px)
         white = rng.normal(0.0, 1.0, size=(rows, cols + 2 * pad))
@@ -151,10 +150,6 @@ def part_twin(dose: float, replicas: int, seed: int, kind: str, ratio: float, le
     """The twin on tests/test_twin.py's synthetic lattice (128x128, displacements 0.15 px) whose
     shot noise carries line noise (``ratio`` times the mean pixel noise's standard deviation);
     real TensorFlow restoration, fitted without truth; truth RMSE recomputed from the table."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_twin import JITTER, SHAPE, truth_rmse
 
     from remflow.columns import fit_columns
