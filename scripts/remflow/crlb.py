@@ -51,8 +51,8 @@ EDGE_MARGIN_SIGMAS = 3.0
 SOLVE_CHUNK = 512
 #: The one-number summary uses at most this many columns (evenly spread over the
 #: candidates): each costs a sparse solve, and large images have thousands of columns.
-#: The twin (remflow.precision.twin) passes its evaluated columns with no cap instead: it needs
-#: every one's amplitude bound to leave faint columns out, and then summarises the same columns.
+#: The twin (remflow.precision.twin) also asks for the amplitude bound of every evaluated column
+#: (one solve each) to leave faint columns out, and summarises the capped ones that are not faint.
 SUMMARY_MAX_COLUMNS = 128
 #: Entries of per-row line-noise corrections gathered before they are summed (memory bound).
 LINE_CORRECTION_CHUNK = 4_000_000
@@ -230,7 +230,8 @@ def lattice_position_crlb(spec: LatticeSpec, degradation: Degradation, sublattic
 
 
 def image_position_crlbs(model, noise, columns: np.ndarray | None = None, *,
-                         max_columns: int | None = SUMMARY_MAX_COLUMNS) -> pd.DataFrame:
+                         max_columns: int | None = SUMMARY_MAX_COLUMNS,
+                         amplitude_columns: np.ndarray | None = None) -> pd.DataFrame:
     """CRLB of columns of a fitted image model (:class:`remflow.imagemodel.ImageModel`) under
     its fitted noise model (:class:`remflow.imagemodel.NoiseModel`).
 
@@ -274,6 +275,8 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None, *,
     of them, spread evenly; None: all). Returns ``column``, ``x_px``, ``y_px``, ``crlb_x_px``,
     ``crlb_y_px``, ``crlb_px`` (per axis), and ``amplitude`` with its bound ``crlb_amplitude``
     (image units: a column whose amplitude is within a few of these of 0 has no position to speak of).
+    ``amplitude_columns``: more columns whose amplitude bound is wanted (one sparse solve each
+    instead of three); their rows have NaN position bounds unless they are among ``columns``.
     """
     from remflow.imagemodel import background_basis, whiten_columns
 
@@ -307,13 +310,18 @@ def image_position_crlbs(model, noise, columns: np.ndarray | None = None, *,
     columns = np.asarray(columns, dtype=np.int64)
     if max_columns is not None and len(columns) > max_columns:
         columns = columns[np.unique(np.linspace(0, len(columns) - 1, max_columns).round().astype(int))]
+    # Amplitude bounds are one solve per column, positions two: columns asked for their amplitude
+    # only get NaN position bounds.
+    every = np.union1d(columns, np.asarray([] if amplitude_columns is None else amplitude_columns, dtype=np.int64))
     variances = inverse_diagonal(information, np.concatenate([3 * position[columns], 3 * position[columns] + 1,
-                                                              3 * position[columns] + 2]))
-    var_x, var_y, var_a = np.split(variances, 3)
-    return pd.DataFrame({"column": columns, "x_px": model.x[columns], "y_px": model.y[columns],
+                                                              3 * position[every] + 2]))
+    var_x, var_y = np.full(len(every), np.nan), np.full(len(every), np.nan)
+    placed = np.searchsorted(every, columns)
+    var_x[placed], var_y[placed] = variances[:len(columns)], variances[len(columns):2 * len(columns)]
+    return pd.DataFrame({"column": every, "x_px": model.x[every], "y_px": model.y[every],
                          "crlb_x_px": np.sqrt(var_x), "crlb_y_px": np.sqrt(var_y),
-                         "crlb_px": np.sqrt(0.5 * (var_x + var_y)), "amplitude": model.amplitude[columns],
-                         "crlb_amplitude": np.sqrt(var_a)})
+                         "crlb_px": np.sqrt(0.5 * (var_x + var_y)), "amplitude": model.amplitude[every],
+                         "crlb_amplitude": np.sqrt(variances[2 * len(columns):])})
 
 
 def _line_correction(weighted: sparse.sparray, variance: np.ndarray, shape: tuple[int, int], line_variance: float,
@@ -374,8 +382,9 @@ def image_position_crlb(model, noise, columns: np.ndarray | None = None) -> dict
 
 def summarise_crlb(table: pd.DataFrame) -> dict[str, float | None]:
     """:func:`image_position_crlb`'s figures from a table of :func:`image_position_crlbs`:
-    ``crlb_px`` (per axis, RMS over the table's columns, px), ``crlb_radial_px`` (px) and
-    ``crlb_columns`` (how many); the two bounds None for an empty table."""
+    ``crlb_px`` (per axis, RMS over the table's columns with position bounds, px),
+    ``crlb_radial_px`` (px) and ``crlb_columns`` (how many); the two bounds None without any."""
+    table = table[np.isfinite(table["crlb_px"].to_numpy(float))]
     if len(table) == 0:
         return {"crlb_px": None, "crlb_radial_px": None, "crlb_columns": 0}
     per_axis = float(np.sqrt(np.mean(table["crlb_px"] ** 2)))

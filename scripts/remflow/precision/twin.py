@@ -397,7 +397,8 @@ def _faint_columns(region: ImageModel, noise, columns: pd.DataFrame) -> tuple[np
     one axis, making the image's RMS bound 58 px), while a fit of it stays at its start. Its error
     says nothing about precision; it is left out of the twin's errors and of the bound alike.
     All evaluated columns are kept when the bound cannot be computed. Also returns the bounds
-    of all evaluated columns (:func:`remflow.crlb.image_position_crlbs`; None when not computed)."""
+    (:func:`remflow.crlb.image_position_crlbs`: amplitude bounds of all evaluated columns,
+    position bounds of at most SUMMARY_MAX_COLUMNS of them, spread evenly; None when not computed)."""
     from remflow.crlb import image_position_crlbs
 
     faint = np.zeros(len(columns), dtype=bool)
@@ -408,7 +409,8 @@ def _faint_columns(region: ImageModel, noise, columns: pd.DataFrame) -> tuple[np
         columns.loc[evaluated, ["x_true_px", "y_true_px"]].to_numpy(float))
     matched = distance < 1e-6
     try:
-        table = image_position_crlbs(region, noise, np.unique(index[matched]), max_columns=None)
+        wanted = np.unique(index[matched])
+        table = image_position_crlbs(region, noise, wanted, amplitude_columns=wanted)
     except (ArithmeticError, RuntimeError, ValueError):
         return faint, None
     significance = dict(zip(table["column"], table["amplitude"] / table["crlb_amplitude"]))
