@@ -179,6 +179,28 @@ def part_cost() -> None:
         print(f"taps {taps}: {time.perf_counter() - start:.2f} s, median bound {table['crlb_px'].median():.4f} px")
 
 
+def twin_against_truth(raw: np.ndarray, spec: LatticeSpec, truth, restorer, replicas: int):
+    """Fit ``raw`` without truth, plan and run its twin (real restoration), and recompute the truth
+    RMSE from the fitted table (tests/test_twin.py's truth_rmse): (plan, twin figures, truth, plan s)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_twin import truth_rmse
+
+    from remflow.columns import fit_columns
+    from remflow.precision.twin import fit_replicas, plan_twin, twin_figures
+
+    fit = fit_columns(raw, restorer.restore(raw), separation_px=spec.spacing_px, refine="batched", min_columns=10)
+    start = time.perf_counter()
+    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=replicas, seed=0)
+    planned = time.perf_counter() - start
+    fits = fit_replicas(plan.columns, plan.replicas, np.array(restorer.restore_many(list(plan.replicas))),
+                        separation_px=fit.separation_px)
+    twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
+    return plan, twin, truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px), planned
+
+
 def part_twin(dose: float, replicas: int, seed: int) -> None:
     """The twin on a synthetic lattice (tests/test_twin.py's: 128x128, displacements 0.15 px)
     whose shot noise is filtered by [0.3, 1, 0.3] along x and [0.15, 1, 0.15] along y; real
@@ -187,11 +209,9 @@ def part_twin(dose: float, replicas: int, seed: int) -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_twin import JITTER, SHAPE, truth_rmse
+    from test_twin import JITTER, SHAPE
 
-    from remflow.columns import fit_columns
     from scipy import ndimage
-    from remflow.precision.twin import fit_replicas, plan_twin, twin_figures
     from remflow.restore import Restorer
     from remflow.synthetic import Degradation, degrade, expected_counts
 
@@ -208,15 +228,7 @@ def part_twin(dose: float, replicas: int, seed: int) -> None:
         noise = ndimage.correlate1d(noise, np.array([tap, 1.0, tap]) / np.sqrt(1 + 2 * tap**2), axis=axis,
                                     mode="reflect")
     raw = expected + noise
-    restored = restorer.restore(raw)
-    fit = fit_columns(raw, restored, separation_px=spec.spacing_px, refine="batched", min_columns=10)
-    start = time.perf_counter()
-    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=replicas, seed=0)
-    planned = time.perf_counter() - start
-    fits = fit_replicas(plan.columns, plan.replicas, np.array(restorer.restore_many(list(plan.replicas))),
-                        separation_px=fit.separation_px)
-    twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
-    real = truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px)
+    plan, twin, real, planned = twin_against_truth(raw, spec, truth, restorer, replicas)
     keys = ("noise_gain", "noise_read_sigma", "noise_kernel_x", "noise_kernel_y", "noise_kernel_outer_x",
             "noise_kernel_outer_y", "noise_kernel_misfit_x", "noise_kernel_misfit_y", "noise_correlation_x",
             "noise_correlation_y", "noise_reduced_chi_square", "noise_method", "crlb_radial_px")

@@ -150,10 +150,9 @@ def part_twin(dose: float, replicas: int, seed: int, kind: str, ratio: float, le
     """The twin on tests/test_twin.py's synthetic lattice (128x128, displacements 0.15 px) whose
     shot noise carries line noise (``ratio`` times the mean pixel noise's standard deviation);
     real TensorFlow restoration, fitted without truth; truth RMSE recomputed from the table."""
-    from test_twin import JITTER, SHAPE, truth_rmse
+    from test_twin import JITTER, SHAPE
+    from validate_correlated_noise import twin_against_truth
 
-    from remflow.columns import fit_columns
-    from remflow.precision.twin import fit_replicas, plan_twin, twin_figures
     from remflow.restore import Restorer
     from remflow.synthetic import Degradation, degrade, expected_counts
 
@@ -166,15 +165,7 @@ def part_twin(dose: float, replicas: int, seed: int, kind: str, ratio: float, le
     raw = degrade(clean, degradation).astype(np.float64)
     sigma = ratio * float(np.sqrt(np.mean(expected)))
     raw = raw + synthetic_line_noise(raw.shape, sigma, length, kind, np.random.default_rng(1000 + seed))
-    restored = restorer.restore(raw)
-    fit = fit_columns(raw, restored, separation_px=spec.spacing_px, refine="batched", min_columns=10)
-    start = time.perf_counter()
-    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=replicas, seed=0)
-    planned = time.perf_counter() - start
-    fits = fit_replicas(plan.columns, plan.replicas, np.array(restorer.restore_many(list(plan.replicas))),
-                        separation_px=fit.separation_px)
-    twin = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
-    real = truth_rmse(fit.table, truth[truth["in_image"]], spec.spacing_px)
+    plan, twin, real, planned = twin_against_truth(raw, spec, truth, restorer, replicas)
     keys = ("noise_gain", "noise_read_sigma", "noise_line_sigma", "noise_line_length_px", "noise_kernel_x",
             "noise_kernel_y", "noise_reduced_chi_square", "noise_method", "crlb_radial_px")
     print(f"dose {dose} seed {seed} {kind} line sigma {sigma:.2f} length {length:g}: plan {planned:.1f} s; "
