@@ -19,7 +19,8 @@ from remflow.crlb import image_position_crlb, lattice_position_crlb
 from remflow.imagemodel import fit_image_model, fit_noise_model, model_parameter_count
 from remflow.precision import bootstrap_ci, match_nearest, verdict
 from remflow.precision.basis import apply_gain_basis, spread_unresolved
-from remflow.precision.twin import fit_replicas, model_of_image, plan_twin, twin_figures
+from remflow.precision.twin import (fit_replicas, local_lattice_weights, model_of_image, plan_twin, smoothed_positions,
+                                    twin_figures)
 from remflow.synthetic import Degradation, LatticeSpec, degrade, expected_counts, render, true_positions
 
 SHAPE = (128, 128)
@@ -65,8 +66,47 @@ def test_twin_predicts_the_truth_rmse_and_verdict_without_truth(restorer, dose):
     assert twin["twin_error_restored_px"] == pytest.approx(real["restored"], rel=0.25)
     assert twin["twin_verdict"] == real["verdict"]
     assert abs(plan.figures["noise_reduced_chi_square"] - 1) < 0.1  # the model explains the image
-    # 0.21 px of real displacement under 0.56 px of raw noise (50 e/A^2) is not resolved; at 300 it is.
-    assert spread_unresolved(plan.figures) == (dose < 300)
+    # 0.21 px of real displacement under 0.56 px of raw noise (50 e/A^2) is not resolved; at 30000
+    # it is. At 300 it lies 1.8-3.1 standard errors from 0 (seeds 0-2): not asserted either way.
+    if dose != 300.0:
+        assert spread_unresolved(plan.figures) == (dose < 300)
+
+
+@pytest.mark.parametrize("seed", [3, 6])
+def test_a_spread_the_raw_fit_cannot_resolve_is_flagged(restorer, seed):
+    """50 e/A^2, 0.15 px per axis: on these two lattices the twin's restored error runs 1.34-1.47
+    times the truth (its truth keeps too much spread), and the earlier test (``D^2 - s^2``, raw
+    fit scatter about the local lattice less its own noise) put the spread 2.6-2.9 errors above 0:
+    unflagged. Replicas with every column on its local lattice show how irregular such a raw fit
+    looks without any displacement; against that the spread is within two errors of 0."""
+    spec = LatticeSpec(shape=SHAPE, position_jitter_px=JITTER, seed=seed)
+    truth = true_positions(spec)
+    raw = degrade(render(spec, truth), Degradation(dose_e_per_A2=50.0, seed=seed)).astype(np.float64)
+    fit = fit_columns(raw, restorer.restore(raw), separation_px=spec.spacing_px, refine="batched", min_columns=10)
+    plan = plan_twin(raw, fit.table, separation_px=fit.separation_px, replicas=4, seed=0)
+    print(seed, plan.figures["twin_displacement_sq_px2"], plan.figures["twin_displacement_sq_error_px2"])
+    assert spread_unresolved(plan.figures)
+    assert "not resolved" in apply_gain_basis({**plan.figures, "twin_gain": 1.6, "twin_gain_ci_low": 1.4,
+                                               "twin_gain_ci_high": 1.8})["twin_note"]
+
+
+def test_the_local_lattice_is_a_linear_fit_that_keeps_affine_lattices():
+    """smoothed_positions = W @ xy: rows of local fits sum to 1, leave the column itself out and
+    reproduce a strained, rotated lattice exactly; a displaced column moves only its neighbours'
+    fits, each by its weight."""
+    grid = np.stack(np.meshgrid(np.arange(9.0), np.arange(9.0)), axis=-1).reshape(-1, 2) * 12.0
+    affine = grid @ np.array([[1.02, 0.05], [-0.03, 0.97]]) + 7.0
+    names = np.array(["A"] * len(grid))
+    weights, smoothed = local_lattice_weights(affine, names, 12.0)
+    assert smoothed.all()
+    assert np.allclose(np.asarray(weights.sum(axis=1)).ravel(), 1.0)
+    assert np.allclose(weights.diagonal(), 0.0)
+    assert np.allclose(smoothed_positions(affine, names, 12.0), affine, atol=1e-9)
+    moved = affine.copy()
+    moved[40] += [0.5, 0.0]
+    change = smoothed_positions(moved, names, 12.0) - affine
+    assert np.allclose(change[40], 0.0, atol=1e-9)
+    assert np.allclose(change[:, 0], 0.5 * weights[:, 40].toarray().ravel(), atol=1e-9)
 
 
 def test_twin_predicts_the_truth_rmse_under_noise_correlated_between_pixels(restorer):

@@ -204,11 +204,13 @@ def choose_gain_basis(record: dict[str, Any]) -> str | None:
     return None
 
 
-#: twin_note where the deconvolved truth's displacement spread is within two errors of 0.
+#: twin_note where the deconvolved truth's displacement spread is within two errors of 0
+#: (remflow.precision.twin.deconvolved_positions: D^2 - S_0, the raw fit's irregularity about
+#: its local lattice less that of replicas with every column on it).
 UNRESOLVED_SPREAD_NOTE = ("the real columns' displacement from their local lattice is not resolved from the raw "
-                          "fit's noise (D^2 - s^2 = {:.3g} +- {:.2g} px^2): the twin's truth keeps a spread that is "
-                          "uncertain, and its restored error with it (validation lattices at 50 e/A^2: twin / truth "
-                          "restored 0.92-1.47)")
+                          "fit's noise (D^2 - S_0 = {:.3g} +- {:.2g} px^2): the twin's truth keeps a spread that is "
+                          "uncertain, and its restored error with it (validation lattices at 50 e/A^2 so flagged: "
+                          "twin / truth restored 0.74-1.47)")
 
 
 #: The twin draws the image's scan-line noise (remflow.imagemodel.fit_line_noise); its
