@@ -56,7 +56,7 @@ smoothed      0.93, 0.66             1.00, 0.76             4 of 6
 ``deconvolved`` is the default. ``tests/test_twin.py`` checks it within 25 % and the
 verdict at 50, 300 and 30000 e/A^2 (seed 1). Since the noise model drops a read variance that
 is not significant (:func:`remflow.imagemodel._variance_regression`), seeds 0-2 give twin / truth
-(raw, restored): 1.00-1.02, 1.07-1.40 at 50 e/A^2 (1.40: seed 2, whose 59 columns leave the
+(raw, restored): 0.95-1.03, 1.07-1.44 at 50 e/A^2 (1.44: seed 2, whose 59 columns leave the
 real displacement spread within the raw noise); 0.87-0.96, 0.83-1.00 at 300; 0.93-1.02,
 0.88-1.05 at 3000; 0.90-1.03, 0.82-1.04 at 30000; verdicts 3, 3, 1 and 3 of 3 (at 3000 the
 gain is 1.09-1.19: one image's truth interval says "inconclusive" where the twin's four
@@ -311,17 +311,17 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
     if truth == "deconvolved":
         box = (top, left, rows, cols)
 
-        def probe_at(xy: np.ndarray | None, stream: int) -> tuple[pd.DataFrame, list]:
+        def probe_at(xy: np.ndarray | None, probe_starts: np.ndarray, stream: int) -> tuple[pd.DataFrame, list]:
             # Raw-only replicas (no network needed) of the model, its columns moved to xy (None:
-            # left at the raw fit), on their own seed stream.
+            # left at the raw fit), refined from probe_starts, on their own seed stream.
             moved = model if xy is None else refit_amplitudes(
                 image, model, np.concatenate([xy[:, 0], extra_xy[:, 0]]), np.concatenate([xy[:, 1], extra_xy[:, 1]]))
-            return _region_table(table, fitted_xy if xy is None else xy, starts, box, image.shape), [
+            return _region_table(table, fitted_xy if xy is None else xy, probe_starts, box, image.shape), [
                 noise.draw(moved.crop(*box).image, replica_seed(seed, stream + r), line_jitter_px)
                 for r in range(max(replicas, 2))]
 
         true_xy, figures["twin_shrink"], figures["twin_raw_scatter_px"], kept = deconvolved_positions(
-            table, fitted_xy, probe_at, (top, left), separation_px)
+            table, fitted_xy, _preferred(table, "restored", "raw"), probe_at, (top, left), separation_px)
         figures.update(kept)
     else:
         true_xy = twin_truth_positions(table, truth, separation_px)
@@ -380,41 +380,46 @@ def _region_table(table: pd.DataFrame, true_xy: np.ndarray, starts: np.ndarray, 
     return columns[inside].reset_index(drop=True)
 
 
-def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, probe_at, offset: tuple[int, int],
-                          separation_px: float) -> tuple[np.ndarray, float, float, dict]:
+def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, start_xy: np.ndarray, probe_at,
+                          offset: tuple[int, int], separation_px: float) -> tuple[np.ndarray, float, float, dict]:
     """True positions with the raw fit's scatter taken out: ``W x + k (I - W) x``.
 
     ``x``: the raw fit (N, 2) px; ``W``: the local lattice through each column's neighbours
     (:func:`local_lattice_weights`), so ``(I - W) x`` is each column's displacement from it.
     ``D^2``, the mean square of ``(I - W) x`` over the evaluated columns fitted raw, holds the
     real displacements plus the raw fit's noise; the noise's mean square ``s^2`` is measured by
-    refining replicas of the raw-position model (``probe_at(None, PROBE_STREAM)``: raw-only,
-    no network) and ``k = sqrt(max(D^2 - s^2, 0) / D^2)``, so that the twin's truth scatters
-    about its local lattice about as much as the real columns do (an empirical-Bayes shrinkage).
+    refining replicas of the raw-position model from the sample's starts (``probe_at(None,
+    rint(start_xy), PROBE_STREAM)``: raw-only, no network) and ``k = sqrt(max(D^2 - s^2, 0) /
+    D^2)``, so that the twin's truth scatters about its local lattice about as much as the real
+    columns do (an empirical-Bayes shrinkage).
 
     Is that spread resolved at all? ``D^2 - s^2`` cannot say: a displacement from a lattice
     fitted through noisy neighbours carries their noise too (most at the edges, where the fit
     extrapolates), and at low dose the raw fit is pulled towards its start, which hides real
     displacements. So replicas with every column on its local lattice (``probe_at(W x,
-    LATTICE_PROBE_STREAM)``) are refined as well and their fits passed through the same ``W``:
-    ``S_0``, the mean square of ``(I - W)`` of their fits, is how irregular the raw fit of a truth
-    without column displacements looks. ``twin_displacement_sq_px2 = D^2 - S_0`` (both over the
-    locally fitted columns; ``S_0`` over those whose neighbours all have a fit) and
-    ``twin_displacement_sq_error_px2``, its standard error (two means over columns, columns
-    treated as independent). Within two errors of 0 the real displacement spread is not
-    resolved from the raw fit's noise and the twin's restored error rests on an uncertain truth
+    rint(W start_xy), LATTICE_PROBE_STREAM)``: the starts moved onto their local lattice too, as
+    a restored image of such a truth would give them) are refined as well and their fits passed
+    through the same ``W``: ``S_0``, the mean square of ``(I - W)`` of their fits, is how
+    irregular the raw fit of a truth without column displacements looks. Both it and ``D_L^2``,
+    the mean square of ``(I - W) x``, run over the same columns: evaluated, fitted raw, locally
+    fitted (a row of ``W``), and with a fit of them and of all their neighbours in every such
+    replica. ``twin_displacement_sq_px2 = D_L^2 - S_0``, and ``twin_displacement_sq_error_px2`` its
+    standard error (two means over columns, columns treated as independent). Within two errors
+    of 0 the real displacement spread is not resolved from the raw fit's noise and the twin's
+    restored error rests on an uncertain truth
     (:data:`remflow.precision.basis.UNRESOLVED_SPREAD_NOTE`). Validated on 128x128 lattices
-    (tests/validate_twin.py, 4 replicas): at 50 e/A^2 with 0.15 px per axis (seeds 0-9) every
-    twin is flagged, among them the three whose restored error is 1.34-1.47 times the truth
-    (the earlier test, ``D^2 - s^2`` within two errors of 0, flagged only one of those three);
-    with 0.3 px per axis (seeds 0-3) the two whose restored error is 0.74-0.75 times the truth
-    (too optimistic) are flagged and the one left unflagged is within 25 % (1.14); at 300 e/A^2
-    the spread is 1.8-3.1 errors from 0 (0.15 px, seeds 0-2: one flagged) and 4.5-5.8 (0.3 px);
-    at 3000 and 30000 e/A^2 it is resolved (5-8 errors).
+    (tests/validate_twin.py, 4 replicas): at 50 e/A^2 every twin is flagged, with 0.15 px per
+    axis (seeds 0-9) among them the three whose restored error is 1.34-1.47 times the truth
+    (the earlier test, ``D^2 - s^2`` within two errors of 0, flagged only one of those three) and
+    with 0.3 px per axis (seeds 0-3) the two at 0.74-0.75 (too optimistic); at 300 e/A^2 the
+    spread lies 1.5-3.2 errors from 0 (0.15 px, seeds 0-2: one flagged) and 4.6-5.6 (0.3 px,
+    seeds 0-3); at 3000 and 30000 e/A^2 6-8 errors, and ``D_L^2 - S_0`` is 0.040-0.053 px^2
+    where the truth's own is 0.049-0.056. A perfect lattice gives -0.053 +- 0.073 (50 e/A^2)
+    to -0.0001 +- 0.0001 (50000; ``make run``'s dose sweep).
 
-    ``probe_at(positions or None, stream)`` returns (the probe's region table, raw-only replica
-    images of the twin region); ``offset`` is that region's (top, left) in the frame of ``x``.
-    Returns (positions (N, 2) px, k, s in px, figures).
+    ``probe_at(positions or None, starts, stream)`` returns (the probe's region table, raw-only
+    replica images of the twin region); ``offset`` is that region's (top, left) in the frame of
+    ``x``. Returns (positions (N, 2) px, k, s in px, figures).
     """
     xy = np.asarray(fitted_xy, dtype=np.float64)
     weights, smoothed = local_lattice_weights(xy, table["sublattice"].astype(str).to_numpy(), separation_px)
@@ -423,10 +428,10 @@ def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, probe_at, 
     row_of = {column: i for i, column in enumerate(table["column_id"].to_numpy())}
     corner = np.array([offset[1], offset[0]], dtype=np.float64)  # region (x, y) origin in the frame of x
 
-    def refined(xy_truth: np.ndarray | None, stream: int) -> tuple[np.ndarray, np.ndarray]:
-        """(draws, N, 2) refined positions (NaN where the fit failed or the column is not probed)
-        and (N,) bool: evaluated and fitted raw in the real image."""
-        probe, draws = probe_at(xy_truth, stream)
+    def refined(xy_truth: np.ndarray | None, starts: np.ndarray, stream: int) -> tuple[np.ndarray, np.ndarray]:
+        """(draws, N, 2) refined positions in the frame of x (NaN where the fit failed or the
+        column is not probed) and (N,) bool: evaluated and fitted raw in the real image."""
+        probe, draws = probe_at(xy_truth, starts, stream)
         rows = np.array([row_of[c] for c in probe["column_id"].to_numpy()], dtype=int)
         use = np.zeros(len(table), dtype=bool)
         use[rows[probe["evaluate"].to_numpy(bool) & probe["fit_ok_raw"].to_numpy(bool)]] = True
@@ -437,24 +442,25 @@ def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, probe_at, 
             out[i, rows[good]] = fit_xy[good] + corner
         return out, use
 
-    fits, use = refined(None, PROBE_STREAM)
+    fits, use = refined(None, np.rint(start_xy), PROBE_STREAM)
     noise_all = np.sum((fits - xy)[:, use] ** 2, axis=2).ravel()
     noise_all = noise_all[np.isfinite(noise_all)]
     scatter_sq = float(np.mean(noise_all)) if len(noise_all) else 0.0
     spread_sq = float(np.mean(np.sum(deviation[use] ** 2, axis=1))) if use.any() else 0.0
     shrink = math.sqrt(max(spread_sq - scatter_sq, 0.0) / spread_sq) if spread_sq > 0 else 0.0
-
-    lattice_fits, _ = refined(base, LATTICE_PROBE_STREAM)
-    local = use & smoothed
-    # NaN where any neighbour lacks a fit: sparse products touch only stored weights.
-    floor = np.concatenate([np.sum(np.asarray(residual @ fit)[local] ** 2, axis=1) for fit in lattice_fits])
-    floor = floor[np.isfinite(floor)]
-    observed = np.sum(deviation[local] ** 2, axis=1)
     kept = {"twin_displacement_sq_px2": float("nan"), "twin_displacement_sq_error_px2": float("nan")}
-    if len(observed) >= 2 and len(floor) >= 2:
-        kept["twin_displacement_sq_px2"] = float(np.mean(observed) - np.mean(floor))
-        kept["twin_displacement_sq_error_px2"] = math.sqrt(
-            np.var(observed, ddof=1) / len(observed) + np.var(floor, ddof=1) / len(floor))
+    local = use & smoothed
+    if local.any():
+        lattice_fits, _ = refined(base, np.rint(np.asarray(weights @ np.asarray(start_xy, dtype=np.float64))),
+                                  LATTICE_PROBE_STREAM)
+        # NaN where any neighbour lacks a fit: sparse products touch only stored weights.
+        floor = np.stack([np.sum(np.asarray(residual @ fit) ** 2, axis=1) for fit in lattice_fits])
+        local &= np.isfinite(floor).all(axis=0)
+        observed, floor = np.sum(deviation[local] ** 2, axis=1), floor[:, local].ravel()
+        if len(observed) >= 2:
+            kept["twin_displacement_sq_px2"] = float(np.mean(observed) - np.mean(floor))
+            kept["twin_displacement_sq_error_px2"] = math.sqrt(
+                np.var(observed, ddof=1) / len(observed) + np.var(floor, ddof=1) / len(floor))
     return base + shrink * deviation, shrink, math.sqrt(scatter_sq), kept
 
 
