@@ -414,7 +414,7 @@ def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, start_xy: 
     with 0.3 px per axis (seeds 0-3) the two at 0.74-0.75 (too optimistic); at 300 e/A^2 the
     spread lies 1.5-3.2 errors from 0 (0.15 px, seeds 0-2: one flagged) and 4.6-5.6 (0.3 px,
     seeds 0-3); at 3000 and 30000 e/A^2 6-8 errors, and ``D_L^2 - S_0`` is 0.040-0.053 px^2
-    where the truth's own is 0.049-0.056. A perfect lattice gives -0.053 +- 0.073 (50 e/A^2)
+    where the truth's own is 0.049-0.056. A perfect lattice gives -0.040 +- 0.072 (50 e/A^2)
     to -0.0001 +- 0.0001 (50000; ``make run``'s dose sweep).
 
     ``probe_at(positions or None, starts, stream)`` returns (the probe's region table, raw-only
