@@ -18,6 +18,7 @@ import pandas as pd
 
 from remflow.columns import fit_columns
 from remflow.precision import bootstrap_ci, verdict
+from remflow.precision.basis import spread_unresolved
 from remflow.precision.twin import TRUTH_CHOICES, fit_replicas, plan_twin, twin_figures
 from remflow.restore import Restorer
 from remflow.synthetic import Degradation, LatticeSpec, degrade, render, true_positions
@@ -90,6 +91,10 @@ def run_case(restorer: Restorer, spec: LatticeSpec, degradation: Degradation, ch
                      "gain_fit": plan.figures["noise_gain"], "read": plan.figures["noise_read_sigma"],
                      "chi2": plan.figures["noise_reduced_chi_square"], "method": plan.figures["noise_method"],
                      "crlb_radial": plan.figures["crlb_radial_px"],
+                     # D_L^2 - S_0 and its error: the twin_note flags an unresolved spread within 2 errors of 0
+                     "spread_px2": plan.figures.get("twin_displacement_sq_px2"),
+                     "spread_error_px2": plan.figures.get("twin_displacement_sq_error_px2"),
+                     "spread_unresolved": spread_unresolved(plan.figures),
                      # remflow.precision.basis.MIN_RAW_ERROR_OVER_CRLB refuses the twin below 0.9
                      "raw_high_over_bound": figures["twin_error_raw_px_ci_high"] / plan.figures["crlb_radial_px"]
                      if plan.figures.get("crlb_radial_px") else None,
