@@ -74,7 +74,7 @@ def test_twin_predicts_the_truth_rmse_and_verdict_without_truth(restorer, dose):
 
 @pytest.mark.parametrize("seed", [3, 6])
 def test_a_spread_the_raw_fit_cannot_resolve_is_flagged(restorer, seed):
-    """50 e/A^2, 0.15 px per axis: on these two lattices the twin's restored error runs 1.34-1.47
+    """50 e/A^2, 0.15 px per axis: on these two lattices the twin's restored error runs 1.42-1.47
     times the truth (its truth keeps too much spread), and the earlier test (``D^2 - s^2``, raw
     fit scatter about the local lattice less its own noise) put the spread 2.6-2.9 errors above 0:
     unflagged. Replicas with every column on its local lattice show how irregular such a raw fit

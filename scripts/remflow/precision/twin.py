@@ -56,7 +56,7 @@ smoothed      0.93, 0.66             1.00, 0.76             4 of 6
 ``deconvolved`` is the default. ``tests/test_twin.py`` checks it within 25 % and the
 verdict at 50, 300 and 30000 e/A^2 (seed 1). Since the noise model drops a read variance that
 is not significant (:func:`remflow.imagemodel._variance_regression`), seeds 0-2 give twin / truth
-(raw, restored): 0.95-1.03, 1.07-1.44 at 50 e/A^2 (1.44: seed 2, whose 59 columns leave the
+(raw, restored): 1.00-1.02, 1.07-1.40 at 50 e/A^2 (1.40: seed 2, whose 59 columns leave the
 real displacement spread within the raw noise); 0.87-0.96, 0.83-1.00 at 300; 0.93-1.02,
 0.88-1.05 at 3000; 0.90-1.03, 0.82-1.04 at 30000; verdicts 3, 3, 1 and 3 of 3 (at 3000 the
 gain is 1.09-1.19: one image's truth interval says "inconclusive" where the twin's four
@@ -409,7 +409,7 @@ def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, start_xy: 
     restored error rests on an uncertain truth
     (:data:`remflow.precision.basis.UNRESOLVED_SPREAD_NOTE`). Validated on 128x128 lattices
     (tests/validate_twin.py, 4 replicas): at 50 e/A^2 every twin is flagged, with 0.15 px per
-    axis (seeds 0-9) among them the three whose restored error is 1.34-1.47 times the truth
+    axis (seeds 0-9) among them the three whose restored error is 1.40-1.47 times the truth
     (the earlier test, ``D^2 - s^2`` within two errors of 0, flagged only one of those three) and
     with 0.3 px per axis (seeds 0-3) the two at 0.74-0.75 (too optimistic); at 300 e/A^2 the
     spread lies 1.5-3.2 errors from 0 (0.15 px, seeds 0-2: one flagged) and 4.6-5.6 (0.3 px,
