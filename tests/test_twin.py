@@ -67,8 +67,11 @@ def test_twin_predicts_the_truth_rmse_and_verdict_without_truth(restorer, dose):
     assert twin["twin_verdict"] == real["verdict"]
     assert abs(plan.figures["noise_reduced_chi_square"] - 1) < 0.1  # the model explains the image
     # 0.21 px of real displacement under 0.56 px of raw noise (50 e/A^2) is not resolved; at 30000
-    # it is. At 300 it lies 1.5-3.2 standard errors from 0 (seeds 0-2): not asserted either way.
-    if dose != 300.0:
+    # it is. At 300 it lies 1.5-3.2 standard errors from 0 (seeds 0-2; this seed 1.5): above one
+    # error, not always above the note's two.
+    if dose == 300.0:
+        assert plan.figures["twin_displacement_sq_px2"] > plan.figures["twin_displacement_sq_error_px2"]
+    else:
         assert spread_unresolved(plan.figures) == (dose < 300)
 
 

@@ -1128,8 +1128,7 @@ def lattice_extension(xy: np.ndarray, sublattice: np.ndarray, shape: tuple[int, 
         border = np.minimum(np.minimum(sites[:, 0] + 0.5, cols - 0.5 - sites[:, 0]),
                             np.minimum(sites[:, 1] + 0.5, rows - 0.5 - sites[:, 1]))
         second = (distance > 1.5 * separation_px) & (distance <= 2.5 * separation_px) & (border <= separation_px)
-        others = [xy[sublattice != name]] + [s for s, n in first if n != name]
-        others = np.concatenate([o for o in others if len(o)]) if any(len(o) for o in others) else np.empty((0, 2))
+        others = np.concatenate([xy[sublattice != name]] + [s for s, n in first if n != name])
         if not second.any() or len(others) == 0:
             continue
         near_other, _ = cKDTree(others).query(sites[second])
