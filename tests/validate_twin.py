@@ -87,7 +87,10 @@ def run_case(restorer: Restorer, spec: LatticeSpec, degradation: Degradation, ch
         figures = twin_figures(plan.columns, fits, separation_px=fit.separation_px, n_boot=1000)
         rows.append({"dose": degradation.dose_e_per_A2, "seed": spec.seed, "choice": choice, **base,
                      "twin_raw": figures["twin_error_raw_px"], "twin_restored": figures["twin_error_restored_px"],
+                     "twin_restored_ci": [round(figures["twin_error_restored_px_ci_low"], 4),
+                                          round(figures["twin_error_restored_px_ci_high"], 4)],
                      "twin_gain": figures["twin_gain"], "twin_verdict": figures["twin_verdict"],
+                     "replica_shrinks": [round(k, 3) for k in plan.figures.get("twin_replica_shrinks", [])],
                      "gain_fit": plan.figures["noise_gain"], "read": plan.figures["noise_read_sigma"],
                      "chi2": plan.figures["noise_reduced_chi_square"], "method": plan.figures["noise_method"],
                      "crlb_radial": plan.figures["crlb_radial_px"],
