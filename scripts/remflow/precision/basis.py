@@ -208,10 +208,12 @@ def choose_gain_basis(record: dict[str, Any]) -> str | None:
 #: (remflow.precision.twin.deconvolved_positions: D^2 - S_0, the raw fit's irregularity about
 #: its local lattice less that of replicas with every column on it).
 UNRESOLVED_SPREAD_NOTE = ("the real columns' displacement from their local lattice is not resolved from the raw "
-                          "fit's noise (D^2 - S_0 = {:.3g} +- {:.2g} px^2): the twin's replicas keep spreads over "
-                          "that range, and its restored error is uncertain with it (validation lattices at 50 e/A^2 "
-                          "so flagged: twin / truth restored 0.62-1.28, the twin's interval holding the truth in 11 "
-                          "of 14)")
+                          "fit's noise (D^2 - S_0 = {:.3g} +- {:.2g} px^2): the twin's restored error is uncertain "
+                          "with it{} (validation lattices at 50 e/A^2 so flagged: twin / truth restored 0.62-1.28, "
+                          "the twin's interval holding the truth in 11 of 14)")
+#: ... where the replicas' truths differ (remflow.precision.twin.replica_shrinks; all clip to
+#: the least displaced truth where D^2 - S_0 lies far below 0, as on a perfect lattice).
+SPREAD_REPLICAS_NOTE = "; the twin's replicas keep spreads over that range, which widens its interval"
 
 
 #: The twin draws the image's scan-line noise (remflow.imagemodel.fit_line_noise); its
@@ -260,8 +262,10 @@ def apply_gain_basis(record: dict[str, Any]) -> dict[str, Any]:
     elif out.get("twin_gain") is not None:
         notes = []
         if spread_unresolved(out):
-            notes.append(UNRESOLVED_SPREAD_NOTE.format(out["twin_displacement_sq_px2"],
-                                                       out["twin_displacement_sq_error_px2"]))
+            shrinks = out.get("twin_replica_shrinks") or []
+            notes.append(UNRESOLVED_SPREAD_NOTE.format(
+                out["twin_displacement_sq_px2"], out["twin_displacement_sq_error_px2"],
+                SPREAD_REPLICAS_NOTE if len(set(shrinks)) > 1 else ""))
         if line_noise(out):
             length = _number(out.get("noise_line_length_px"))
             notes.append(LINE_NOISE_NOTE.format(out["noise_line_sigma"], length if length is not None else float("nan")))

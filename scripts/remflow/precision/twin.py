@@ -139,7 +139,9 @@ class TwinPlan:
     """What the twin needs to be restored and fitted (the output of the twin-model step)."""
 
     box: tuple[int, int, int, int]  # (top, left, rows, cols) of the twin region in the image
-    columns: pd.DataFrame  # column_id, sublattice, x_true_px, y_true_px, x_start_px, y_start_px, evaluate (region coords)
+    # column_id, sublattice, x_true_px, y_true_px, x_start_px, y_start_px, evaluate (region coords), and
+    # x_true_px_r{r}, y_true_px_r{r} where each replica has its own truth (replica_shrinks)
+    columns: pd.DataFrame
     replicas: np.ndarray  # (R, rows, cols) float32 noisy raw replicas
     figures: dict[str, Any]  # noise model, equivalent dose, CRLB, settings
 
@@ -331,7 +333,9 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
         figures["twin_replica_shrinks"] = [float(k) for k in shrinks]
         if not np.allclose(shrinks, found.shrink):
             replica_truths = [found.lattice + k * found.displacement for k in shrinks]
-            true_xy = found.lattice + replica_shrinks(found, 1)[0] * found.displacement
+            # twin_shrink names the k of x_true_px, the central truth (z = 0)
+            figures["twin_shrink"] = float(replica_shrinks(found, 1)[0])
+            true_xy = found.lattice + figures["twin_shrink"] * found.displacement
     else:
         true_xy = twin_truth_positions(table, truth, separation_px)
 
@@ -450,17 +454,17 @@ def deconvolved_positions(table: pd.DataFrame, fitted_xy: np.ndarray, start_xy: 
     (tests/validate_twin.py, 4 replicas): at 50 e/A^2 every twin is flagged, with 0.15 px per
     axis (seeds 0-9) among them the three whose restored error is 1.40-1.47 times the truth
     (the earlier test, ``D^2 - s^2`` within two errors of 0, flagged only one of those three) and
-    with 0.3 px per axis (seeds 0-3) the two at 0.74-0.75 (too optimistic); at 300 e/A^2 the
-    spread lies 1.5-3.2 errors from 0 (0.15 px, seeds 0-2: one flagged) and 4.6-5.6 (0.3 px,
-    seeds 0-3); at 3000 and 30000 e/A^2 6-8 errors, and ``D_L^2 - S_0`` is 0.040-0.053 px^2
+    with 0.3 px per axis (seeds 0-3) the two at 0.75-0.76 (too optimistic); at 300 e/A^2 the
+    spread lies 2.8-3.4 errors from 0 (0.15 px, seeds 0-2: none flagged) and 4.4-5.3 (0.3 px,
+    seeds 0-3); at 3000 and 30000 e/A^2 5.6-8 errors, and ``D_L^2 - S_0`` is 0.040-0.053 px^2
     where the truth's own is 0.049-0.056. A perfect lattice gives -0.040 +- 0.072 (50 e/A^2)
     to -0.0001 +- 0.0001 (50000; ``make run``'s dose sweep).
 
     ``probe_at(positions or None, starts, stream)`` returns (the probe's region table, raw-only
     replica images of the twin region); ``offset`` is that region's (top, left) in the frame of
-    ``x``. Returns (positions (N, 2) px, k, s in px, figures, the local lattice ``W x`` (N, 2) px,
-    the displacement ``(I - W) x`` (N, 2) px); figures hold ``twin_displacement_sq_px2``, its error
-    and ``twin_raw_displacement_sq_px2`` (``D_L^2``).
+    ``x``. Returns a :class:`DeconvolvedTruth` (positions, k, s in px, figures, the local lattice
+    ``W x`` and the displacement ``(I - W) x``, (N, 2) px each); its figures hold
+    ``twin_displacement_sq_px2``, its error and ``twin_raw_displacement_sq_px2`` (``D_L^2``).
     """
     xy = np.asarray(fitted_xy, dtype=np.float64)
     weights, smoothed = local_lattice_weights(xy, table["sublattice"].astype(str).to_numpy(), separation_px)
@@ -514,7 +518,7 @@ def replica_shrinks(truth: DeconvolvedTruth, replicas: int) -> np.ndarray:
     Where the real displacement spread is resolved (``twin_displacement_sq_px2`` more than two
     of its errors above 0) every replica gets ``truth.shrink``. Where it is not, one raw fit
     leaves the spread uncertain and the twin's restored error with it (at 50 e/A^2 the truths
-    of single-``k`` twins kept 0-4 times the real spread: restored 0.74-1.47 of the truth), so
+    of single-``k`` twins kept 0-4 times the real spread: restored 0.75-1.47 of the truth), so
     the replicas spread over the spreads the data allow: replica r's truth has the mean square
     displacement ``T_r = clip(T + z_r e, 0, D_L^2)`` from its local lattice
     (:meth:`DeconvolvedTruth.shrink_for`), ``T`` = ``twin_displacement_sq_px2``, ``e`` its
