@@ -331,11 +331,14 @@ def plan_twin(raw: np.ndarray, table: pd.DataFrame, *, separation_px: float, rep
         figures.update(found.figures)
         shrinks = replica_shrinks(found, replicas)
         figures["twin_replica_shrinks"] = [float(k) for k in shrinks]
-        if not np.allclose(shrinks, found.shrink):
+        if not np.allclose(shrinks, shrinks[0]):
             replica_truths = [found.lattice + k * found.displacement for k in shrinks]
-            # twin_shrink names the k of x_true_px, the central truth (z = 0)
-            figures["twin_shrink"] = float(replica_shrinks(found, 1)[0])
-            true_xy = found.lattice + figures["twin_shrink"] * found.displacement
+        # twin_shrink names the k of x_true_px, the central truth (z = 0); where every replica
+        # clipped to one k (a spread far below 0) that one truth serves all, drawn from one model.
+        central = float(replica_shrinks(found, 1)[0]) if replica_truths else float(shrinks[0])
+        if not math.isclose(central, found.shrink):
+            figures["twin_shrink"] = central
+            true_xy = found.lattice + central * found.displacement
     else:
         true_xy = twin_truth_positions(table, truth, separation_px)
 
