@@ -89,6 +89,17 @@ def run_case(restorer: Restorer, spec: LatticeSpec, degradation: Degradation, ch
                      "twin_raw": figures["twin_error_raw_px"], "twin_restored": figures["twin_error_restored_px"],
                      "twin_restored_ci": [round(figures["twin_error_restored_px_ci_low"], 4),
                                           round(figures["twin_error_restored_px_ci_high"], 4)],
+                     # one image's 95 % prediction interval (from the replicas' own RMSEs) and whether it holds the truth
+                     "twin_restored_pi": [round(figures.get("twin_error_restored_px_pi_low", float("nan")), 4),
+                                          round(figures.get("twin_error_restored_px_pi_high", float("nan")), 4)],
+                     "restored_pi_holds": bool(figures.get("twin_error_restored_px_pi_low", np.inf) <= base["truth_restored"]
+                                               <= figures.get("twin_error_restored_px_pi_high", -np.inf)),
+                     "raw_pi_holds": bool(figures.get("twin_error_raw_px_pi_low", np.inf) <= base["truth_raw"]
+                                          <= figures.get("twin_error_raw_px_pi_high", -np.inf)),
+                     "twin_gain_pi": [round(figures.get("twin_gain_pi_low", float("nan")), 3),
+                                      round(figures.get("twin_gain_pi_high", float("nan")), 3)],
+                     "gain_pi_holds": bool(figures.get("twin_gain_pi_low", np.inf) <= base["truth_gain"]
+                                           <= figures.get("twin_gain_pi_high", -np.inf)),
                      "twin_gain": figures["twin_gain"], "twin_verdict": figures["twin_verdict"],
                      "replica_shrinks": [round(k, 3) for k in plan.figures.get("twin_replica_shrinks", [])],
                      "gain_fit": plan.figures["noise_gain"], "read": plan.figures["noise_read_sigma"],

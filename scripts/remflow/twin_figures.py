@@ -30,7 +30,7 @@ def _number(value: Any) -> float | None:
 
 def twin_rows(summary: pd.DataFrame) -> pd.DataFrame:
     """Samples with a CRLB and errors on some basis (truth where known, else the twin), one row each:
-    sample, basis, error/low/high per kind (px), crlb_radial_px."""
+    sample, basis, error/low/high/pi_low/pi_high per kind (px), crlb_radial_px."""
     rows = []
     for _, row in summary.iterrows():
         bound = _number(row.get("crlb_radial_px"))
@@ -48,14 +48,18 @@ def twin_rows(summary: pd.DataFrame) -> pd.DataFrame:
                 entry[kind] = _number(row.get(name))
                 entry[f"{kind}_low"] = _number(row.get(f"{name}_ci_low"))
                 entry[f"{kind}_high"] = _number(row.get(f"{name}_ci_high"))
+                # one image's 95 % prediction interval (twin only; truth is one image already)
+                entry[f"{kind}_pi_low"] = _number(row.get(f"{name}_pi_low"))
+                entry[f"{kind}_pi_high"] = _number(row.get(f"{name}_pi_high"))
             rows.append(entry)
             break
     return pd.DataFrame(rows)
 
 
 def twin_figure(summary: pd.DataFrame) -> Figure:
-    """Per sample: raw and restored error (truth RMSE where known, else the twin; 95 % intervals)
-    and the image's radial Cramér-Rao bound (black bar); log axis."""
+    """Per sample: raw and restored error (truth RMSE where known, else the twin; 95 % intervals of
+    the expected error, and as a pale band the twin's 95 % prediction interval for one image's
+    error) and the image's radial Cramér-Rao bound (black bar); log axis."""
     table = twin_rows(summary)
     figure, axis = plt.subplots(figsize=(10.0, max(2.5, 0.45 * len(table) + 1.5)), layout="constrained")
     if table.empty:
@@ -65,6 +69,10 @@ def twin_figure(summary: pd.DataFrame) -> Figure:
     positions = np.arange(len(table))
     for offset, kind in ((-0.15, "raw"), (0.15, "restored")):
         values = table[kind].to_numpy(float)
+        pi_low, pi_high = table[f"{kind}_pi_low"].to_numpy(float), table[f"{kind}_pi_high"].to_numpy(float)
+        shown = np.isfinite(pi_low) & np.isfinite(pi_high)
+        axis.hlines(positions[shown] + offset, pi_low[shown], pi_high[shown], color=KIND_COLOURS[kind], alpha=0.35,
+                    linewidth=4, label=f"{kind}: one image (twin, 95 %)" if shown.any() else None)
         low = np.nan_to_num(values - table[f"{kind}_low"].to_numpy(float), nan=0.0)
         high = np.nan_to_num(table[f"{kind}_high"].to_numpy(float) - values, nan=0.0)
         axis.errorbar(values, positions + offset, xerr=[np.clip(low, 0, None), np.clip(high, 0, None)], fmt="o",

@@ -88,6 +88,26 @@ def _ratio_of_rms(squared_pairs: np.ndarray) -> float:
     denominator = np.sqrt(np.mean(squared_pairs[:, 1]))
     return float(np.sqrt(np.mean(squared_pairs[:, 0])) / denominator) if denominator > 0 else float("inf")
 
+def prediction_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Interval for one further draw of a positive quantity of which ``samples`` (R,) are draws.
+
+    Log-normal model: with m, s the mean and standard deviation (ddof 1) of log samples, the
+    interval is exp(m -+ t s sqrt(1 + 1/R)), t the Student-t quantile at (1 + level)/2 with
+    R - 1 degrees of freedom (the textbook prediction interval of a normal sample, on the log
+    scale, so that it stays positive and a ratio's interval is the ratio of its ends).
+    Assumes independent draws. None for fewer than two finite positive samples.
+    """
+    from scipy import stats
+
+    values = np.asarray(samples, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) < 2:
+        return None
+    logs = np.log(values)
+    half = float(stats.t.ppf(0.5 + level / 2, len(logs) - 1)) * float(logs.std(ddof=1)) * math.sqrt(1 + 1 / len(logs))
+    return float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+
+
 def verdict(ci_low: float | None, ci_high: float | None) -> str:
     """helps: the whole interval of the gain is above 1; hurts: below 1; else inconclusive."""
     if ci_low is not None and np.isfinite(ci_low) and ci_low > 1:
