@@ -78,7 +78,9 @@ if snakemake.input.twin:
         record["truth_gain"], record["truth_verdict"] = record["precision_gain"], record.get("verdict")
         record["truth_gain_ci_low"] = record.get("precision_gain_ci_low")
         record["truth_gain_ci_high"] = record.get("precision_gain_ci_high")
-    record = apply_gain_basis(record)
+# Every sample: the verdict's basis, and what a truth-free basis cannot see (basis_note).
+record = apply_gain_basis(record)
+if snakemake.input.twin:
     record.update(efficiency(record))
 record["provenance"] = provenance({"precision": settings}, input_sha256=info["sha256"])
 log.info("%s: %s", info["sample"], {k: v for k, v in record.items() if k != "provenance"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html.parser
 import math
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -159,6 +160,7 @@ def test_lattice_based_title_reports_the_gain_the_shift_does_not_spoil() -> None
     try:
         title = figure._suptitle.get_text()
         assert "local-based" in title and "HELPS" in title and "truth RMSE" not in title
+        assert "truth-free basis: cannot see the network's prior" in title
     finally:
         plt.close(figure)
 
@@ -416,3 +418,33 @@ def test_summary_table_html_has_one_row_per_sample_with_intervals_and_verdicts(t
     assert ("text inconclusive", "inconclusive") in unsure
     # No truth figures in any row: their columns are left out of the main view.
     assert "<th>truth RMSE raw (px)</th>" not in text and "<th>global lattice RMS raw (px)</th>" in text
+
+
+def test_sample_index_shows_the_errors_the_gain_rests_on_and_names_its_basis(tmp_path: Path) -> None:
+    """Each basis' error fields exist in summary.csv (a renamed field would leave empty cells),
+    and the index row shows them beside the gain, verdict and basis."""
+    from remflow.precision import SUMMARY_FIELDS
+    from remflow.precision.basis import GAIN_BASES
+    from remflow.precision.series import SERIES_FIELDS
+    from remflow.precision.twin import TWIN_FIELDS
+    from remflow.report_index import BASIS_ERRORS, index_html
+
+    fields = set(SUMMARY_FIELDS + SERIES_FIELDS + TWIN_FIELDS)
+    assert set(BASIS_ERRORS) == {name for name, _, _ in GAIN_BASES}
+    rows = []
+    for number, (basis, pattern) in enumerate(BASIS_ERRORS.items()):
+        row = {"sample": basis, "status": "ok", "gain_basis": basis, "verdict": "helps",
+               "precision_gain": 2.0, "precision_gain_ci_low": 1.5, "precision_gain_ci_high": 2.5}
+        for kind, value in (("raw", 0.4 + number), ("restored", 0.2 + number)):
+            name = pattern.format(kind=kind)
+            assert name in fields and f"{name}_ci_low" in fields and f"{name}_ci_high" in fields, name
+            row |= {name: value, f"{name}_ci_low": value - 0.1, f"{name}_ci_high": value + 0.1}
+        rows.append(row)
+    text = index_html(pd.DataFrame(rows), tmp_path)
+    for number, basis in enumerate(BASIS_ERRORS):
+        start = text.index(f'data-sample="{basis}"')
+        cells = re.findall(r"<td>([^<]*)</td>", text[start:text.index("</tr>", start)])
+        raw, restored = 0.4 + number, 0.2 + number
+        assert cells[-5:] == [f"{raw:.3g} [{raw - 0.1:.3g}, {raw + 0.1:.3g}]",
+                              f"{restored:.3g} [{restored - 0.1:.3g}, {restored + 0.1:.3g}]",
+                              "2 [1.5, 2.5]", "helps", basis], cells

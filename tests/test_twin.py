@@ -650,6 +650,13 @@ def test_the_verdict_rests_on_truth_then_twin_then_truth_free_figures():
     truth = {"truth_gain": 1.5, "truth_gain_ci_low": 1.2, "truth_gain_ci_high": 1.8}
     assert apply_gain_basis({**lattice, **twin, **truth})["gain_basis"] == "truth"
     assert apply_gain_basis(lattice)["gain_basis"] == "lattice"
+    # A truth-free basis says what it cannot see; where a twin was refused, also what it says.
+    assert "not validated for this image" not in apply_gain_basis(lattice)["basis_note"]
+    assert "counts the network's prior" in apply_gain_basis(lattice)["basis_note"]
+    refused = apply_gain_basis({**lattice, **twin, "noise_reduced_chi_square": 1.7})
+    assert refused["gain_basis"] == "lattice" and refused["verdict"] == "helps"
+    assert refused["basis_note"].endswith("the twin, not validated for this image (twin_note), says hurts (0.80 [0.70, 0.90])")
+    assert "basis_note" not in chosen and "basis_note" not in apply_gain_basis({**chosen, **truth})
     # A displacement spread within two errors of 0: still the basis, with a note saying why its
     # restored error is uncertain; resolved: no note.
     unresolved = apply_gain_basis({**lattice, **twin, "twin_displacement_sq_px2": 0.05,

@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree  # noqa: E402
 
 from remflow.atomic import atomic_path, write_text  # noqa: E402
 from remflow.precision import column_roles, local_errors  # noqa: E402
+from remflow.precision.basis import TRUTH_FREE_BASES  # noqa: E402
 
 VERDICT_COLOURS = {"helps": "#1a9850", "hurts": "#d73027", "inconclusive": "#7f7f7f"}
 KIND_COLOURS = {"raw": "#1f77b4", "restored": "#ff7f0e"}
@@ -146,6 +147,11 @@ def sample_title(sample: str, precision: dict[str, Any]) -> str:
         interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
         lines.append(f"precision gain raw/restored ({precision.get('gain_basis')}-based): {gain:.2f}{interval}"
                      f"   →   restoration {_verdict_words(str(precision.get('verdict')))}")
+        if precision.get("gain_basis") in TRUTH_FREE_BASES:
+            # basis_note (summary) says more; the figure keeps the warning to one line.
+            twin = _value(precision, "twin_gain")
+            lines.append("truth-free basis: cannot see the network's prior, may overstate the gain"
+                         + (f"; the twin (not validated here) says {twin:.2f}" if twin is not None else ""))
     else:
         lines.append("no precision figures for this sample (see status)")
     return "\n".join(lines)
@@ -697,6 +703,7 @@ def dose_figure(table: pd.DataFrame) -> Figure:
 _TABLE_LAYOUT = [
     ("sample", "sample", "text"), ("verdict", "verdict", "text"),
     ("precision gain raw/restored", "precision_gain", "ci"), ("gain basis", "gain_basis", "text"),
+    ("basis note", "basis_note", "text"),
     ("status", "status", "text"), ("network", "network", "text"),
     ("pixel size (pm)", "pixel_size_pm", "number"), ("columns fitted", "n_columns", "int"),
     ("columns used", "n_columns_used", "int"),

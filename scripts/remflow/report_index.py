@@ -2,8 +2,8 @@
 
 Snakemake's self-contained ``report.html`` embeds every figure (base64): 23.5 MB for 12
 samples, gigabytes for thousands, which no browser opens. ``results/index.html`` instead
-holds one table row per sample (status, network, columns, lattice RMS, precision gain and
-verdict, from ``summary.csv``) with a small JPEG thumbnail (``results/thumbs/``) that links
+holds one table row per sample (status, network, columns, the raw and restored position errors
+the precision gain and verdict rest on, and that basis, ``gain_basis``, from ``summary.csv``) with a small JPEG thumbnail (``results/thumbs/``) that links
 the full figure (``results/figures/``); the browser loads thumbnails as they scroll into
 view and a full figure only when clicked. ``results/report.zip`` packs the index with
 everything it links, for sending; unpack it and open ``index.html``.
@@ -53,6 +53,23 @@ def _interval(row: pd.Series, name: str) -> str:
     return f"{value} [{low}, {high}]" if value and low and high else value
 
 
+#: Per gain basis (remflow.precision.basis.GAIN_BASES), the summary field of the position
+#: error it divides ({kind}: raw, restored), so the index shows the errors behind the gain.
+BASIS_ERRORS: dict[str, str] = {"truth": "truth_rmse_{kind}_px", "twin": "twin_error_{kind}_px",
+                                "series": "series_precision_{kind}_px", "local": "local_precision_{kind}_px",
+                                "lattice": "global_lattice_rms_{kind}_px"}
+
+
+def _basis_error(row: pd.Series, kind: str) -> str:
+    field = BASIS_ERRORS.get(str(row.get("gain_basis")))
+    return _interval(row, field.format(kind=kind)) if field else ""
+
+
+def _text(row: pd.Series, name: str) -> str:
+    value = row.get(name)
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else html.escape(str(value))
+
+
 def index_html(summary: pd.DataFrame, root: str | os.PathLike[str], title: str = "remflow: samples") -> str:
     """The sample index page for the run under ``root`` (results/); links are relative to it."""
     root = Path(root)
@@ -73,8 +90,9 @@ def index_html(summary: pd.DataFrame, root: str | os.PathLike[str], title: str =
             f'<tr class="{kind}" data-sample="{html.escape(sample)}"><td>{picture}</td>'
             f"<td>{html.escape(sample)}</td><td>{html.escape(status)}</td>"
             f"<td>{html.escape(str(row.get('network', '') or ''))}</td><td>{_number(row.get('n_columns'), 6)}</td>"
-            f"<td>{_interval(row, 'lattice_rms_raw_px')}</td><td>{_interval(row, 'lattice_rms_restored_px')}</td>"
-            f"<td>{_interval(row, 'precision_gain')}</td><td>{html.escape(str(row.get('verdict', '') or ''))}</td></tr>")
+            f"<td>{_basis_error(row, 'raw')}</td><td>{_basis_error(row, 'restored')}</td>"
+            f"<td>{_interval(row, 'precision_gain')}</td><td>{_text(row, 'verdict')}</td>"
+            f"<td>{_text(row, 'gain_basis')}</td></tr>")
     counts = summary["status"].astype(str)
     accepted = int((~counts.str.startswith(("rejected", "failed"))).sum())
     return f"""<!DOCTYPE html>
@@ -86,12 +104,17 @@ tr.rejected td, tr.failed td {{ color: #a33; }} img {{ display: block; }} .none 
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(summary)} samples: {accepted} measured, {len(summary) - accepted} rejected or failed (status says why).
-Click a thumbnail for the full figure; its caption is in the README ("What you get"). Lattice RMS in px
-with 95% intervals; precision gain = lattice (or truth) error raw / restored, with its interval.
-A lattice RMS also holds scan distortion and real structure: it bounds imprecision from above.</p>
+Click a thumbnail for the full figure; its caption is in the README ("What you get"). Position errors
+(RMS, px) with 95% intervals; precision gain = position error raw / restored, with its interval, on the basis
+named: truth (true positions given), twin (an image-matched simulation with known positions: it sees
+the network's prior), series (repeated frames), local or lattice (truth-free figures: they cannot see
+the network's prior and may overstate the restored precision). summary.csv's twin_note and crlb_note
+say why a twin is not the basis. A lattice RMS also holds scan distortion and real structure: it
+bounds imprecision from above. summary.html holds every figure.</p>
 <ul>{links}</ul>
 <table id="samples"><thead><tr><th>figure</th><th>sample</th><th>status</th><th>network</th><th>columns</th>
-<th>lattice RMS raw (px)</th><th>lattice RMS restored (px)</th><th>precision gain</th><th>verdict</th></tr></thead>
+<th>error raw (px)</th><th>error restored (px)</th><th>precision gain</th><th>verdict</th>
+<th>basis</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table></body></html>

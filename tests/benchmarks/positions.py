@@ -56,7 +56,7 @@ def reference_fit(raw: np.ndarray, restored: np.ndarray, truth: pd.DataFrame | N
         return {"status": fit.status}
     figures = precision_summary(fit.table, image_shape=raw.shape, separation_px=fit.separation_px,
                                 pixel_size_pm=None, truth=truth, n_boot=1000)
-    name = "truth_rmse_restored_px" if truth is not None else "lattice_rms_restored_px"
+    name = "truth_rmse_restored_px" if truth is not None else "global_lattice_rms_restored_px"
     width = figures.get(f"{name}_ci_high"), figures.get(f"{name}_ci_low")
     # Start every refinement where the reference fit ended: both then see the same columns.
     return {"status": "ok", "separation_px": fit.separation_px, "figure": name, "value_px": figures.get(name),
